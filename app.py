@@ -1,0 +1,179 @@
+"""The form app: an age and some hobbies, validated and shown back, served by Waitress."""
+
+import logging
+import os
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from bottle import Bottle, HTTPError, abort, request, response, template
+
+HERE = Path(__file__).resolve().parent
+VIEWS = [str(HERE / "views")]  # Bottle's default TEMPLATE_PATH is relative to the cwd
+
+# The hobbies the form offers, value -> label, in the form's order. "tunning" is the seed's value:
+# kept so that clients of the old form keep working.
+HOBBIES = {"software": "Software", "tunning": "Auto Tuning"}
+MAX_AGE = 150
+FORM_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data"}
+
+# Waitress settings, shared by `python app.py` and (checked by tests/test_config.py) the Procfile.
+MAX_BODY = 16 * 1024  # the form needs under 1 KiB
+SERVER = {
+    "threads": 4,
+    "connection_limit": 1000,
+    "channel_timeout": 30,
+    "max_request_body_size": MAX_BODY,
+    "max_request_header_size": 16 * 1024,
+    "asyncore_use_poll": True,  # select() cannot watch more than 1024 sockets
+}
+
+SECURITY_HEADERS = [
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "base-uri 'none'; frame-ancestors 'none'",
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+]
+
+# What each error page says; the status line's own phrase is its title.
+ERROR_MESSAGES = {
+    400: "The form data could not be read. Send it from the form, as UTF-8 text.",
+    403: "This form only accepts submissions from its own page.",
+    404: "There is no page at this address.",
+    405: "This page does not accept that kind of request.",
+    413: f"The submission is too large: the limit is {MAX_BODY // 1024} KiB.",
+    415: "Send the form as application/x-www-form-urlencoded or multipart/form-data.",
+    500: "Something went wrong on our side. Please try again later.",
+}
+
+log = logging.getLogger("app")
+log.setLevel(logging.INFO)
+
+app = Bottle()
+
+
+def validate(age: str, hobbies: list[str]) -> tuple[dict, dict]:
+    """Return the cleaned form values and a dict of error messages by field name."""
+    errors = {}
+    age = age.strip()
+    digits = re.fullmatch(r"0*([0-9]{1,3})", age)
+    if digits and int(digits[1]) <= MAX_AGE:
+        age = str(int(digits[1]))
+    elif age:
+        errors["age"] = f"Enter your age as a whole number from 0 to {MAX_AGE}, like 34."
+    if not set(hobbies) <= HOBBIES.keys():
+        errors["hobbies"] = "Choose only from the hobbies listed."
+    chosen = [value for value in HOBBIES if value in hobbies]
+    return {"age": age, "hobbies": chosen}, errors
+
+
+def render_form(values: dict, errors: dict) -> str:
+    """Render the form page with the given values and errors."""
+    return template("form", template_lookup=VIEWS, hobbies=HOBBIES, values=values, errors=errors)
+
+
+def is_cross_origin(environ: dict) -> bool:
+    """Tell whether a request comes from another site (the design of Go's CrossOriginProtection)."""
+    fetch_site = environ.get("HTTP_SEC_FETCH_SITE")
+    if fetch_site is not None:
+        return fetch_site not in ("same-origin", "none")
+    origin = environ.get("HTTP_ORIGIN")
+    if origin is None:
+        return False  # not a browser, or a very old one: nothing to forge
+    try:
+        return urlsplit(origin).netloc != environ.get("HTTP_HOST")
+    except ValueError:
+        return True
+
+
+@app.hook("before_request")
+def refuse_cross_origin():
+    """Refuse state-changing requests sent by another site."""
+    if request.method not in ("GET", "HEAD", "OPTIONS") and is_cross_origin(request.environ):
+        abort(403)
+
+
+@app.get("/")
+def show_form():
+    """Show the empty form."""
+    return render_form({"age": "", "hobbies": []}, {})
+
+
+@app.post("/")
+def submit_form():
+    """Validate the submitted form and show it back with the result or the errors."""
+    content_type = request.content_type.split(";")[0].strip().lower()
+    if content_type not in FORM_TYPES:
+        abort(415)
+    if request.content_length > MAX_BODY:
+        abort(413)  # Waitress refuses these first; this covers other servers and tests
+    try:
+        form = request.forms.decode("utf-8")
+    except (UnicodeError, LookupError):
+        abort(400)
+    values, errors = validate(form.get("age", ""), form.getall("hobbies"))
+    if errors:
+        response.status = 422
+    response.set_header("Cache-Control", "no-store")
+    return render_form(values, errors)
+
+
+@app.get("/healthz")
+def healthz():
+    """Answer a platform's health check."""
+    response.content_type = "text/plain; charset=utf-8"
+    return "ok\n"
+
+
+def error_page(error: HTTPError) -> str:
+    """Render any error in the app's own layout, without internals (Bottle logs tracebacks)."""
+    message = ERROR_MESSAGES.get(error.status_code, error.status_line)
+    return template("error", template_lookup=VIEWS, status=error.status_line, message=message)
+
+
+app.default_error_handler = error_page
+
+
+def application(environ, start_response):
+    """The WSGI entry point: the app, plus the security headers and an access-log line."""
+    started = time.perf_counter()
+    status = "500 Internal Server Error"
+
+    def start_with_headers(status_line, headers, exc_info=None):
+        nonlocal status
+        status = status_line
+        return start_response(status_line, headers + SECURITY_HEADERS, exc_info)
+
+    try:
+        return app(environ, start_with_headers)
+    finally:
+        log.info(
+            "%s %s %s %.1fms",
+            environ.get("REQUEST_METHOD"),
+            environ.get("PATH_INFO"),
+            status.split(" ")[0],
+            (time.perf_counter() - started) * 1000,
+        )
+
+
+if threading.current_thread() is threading.main_thread():
+    # Platforms stop a process with SIGTERM. Waitress drains in-flight requests on SIGINT only,
+    # so make SIGTERM mean the same (this also covers `waitress-serve app:application`).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+if __name__ == "__main__":
+    import waitress
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    host = os.environ.get("HOST", "127.0.0.1")
+    port = int(os.environ.get("PORT", "8080"))
+    waitress.serve(application, host=host, port=port, **SERVER)

@@ -1,0 +1,43 @@
+"""Fixtures: the app in-process, and the app on real Waitress servers started as in production."""
+
+import pytest
+import webtest
+from helpers import SERVER_COMMANDS, start_server
+
+import app
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory):
+    """Start each real server on first use, by name; stop them all at the end of the run."""
+    started = {}
+
+    def get(name):
+        if name not in started:
+            log = tmp_path_factory.mktemp("server") / "server.log"
+            started[name] = start_server(SERVER_COMMANDS[name], log)
+        return started[name]
+
+    yield get
+    for running in started.values():
+        running.stop()
+
+
+@pytest.fixture(params=list(SERVER_COMMANDS))
+def server(request, servers):
+    """The app on a real Waitress server: from the Procfile's web: line, then from app.py."""
+    return servers(request.param)
+
+
+@pytest.fixture
+def wsgiapp():
+    """The WSGI application in-process, with WebTest's lint on."""
+    return webtest.TestApp(app.application)
+
+
+@pytest.fixture(params=["in-process", *SERVER_COMMANDS])
+def testapp(request, servers):
+    """The app as a webtest.TestApp: in-process, then on each real server."""
+    if request.param == "in-process":
+        return webtest.TestApp(app.application)
+    return webtest.TestApp(servers(request.param).url)

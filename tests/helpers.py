@@ -1,0 +1,88 @@
+"""Helpers for the tests: starting real servers, reading pages."""
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent  # the venv's bin: where waitress-serve lives
+
+
+def procfile_web_command() -> str:
+    """Return the Procfile's `web:` command line."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.startswith("web:"):
+            return line.removeprefix("web:").strip()
+    raise AssertionError("the Procfile has no web: line")
+
+
+def free_port() -> int:
+    """Return a loopback port that nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A real server in a subprocess: where it listens and what it logged."""
+
+    process: subprocess.Popen
+    host: str
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def stop(self, sig=signal.SIGTERM, timeout=10) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+
+def start_server(command: str, log: Path, cwd: Path = ROOT, timeout: float = 15) -> Server:
+    """Run a shell command that serves the app on HOST:PORT and wait until it accepts."""
+    host, port = "127.0.0.1", free_port()
+    env = {**os.environ, "HOST": host, "PORT": str(port), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            ["sh", "-c", f"exec {command}"], cwd=cwd, env=env, stdout=out, stderr=out
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"{command!r} exited {process.returncode}:\n{log.read_text()}")
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return Server(process, host, port, log)
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise AssertionError(f"{command!r} did not listen on {port} within {timeout}s")
+
+
+SERVER_COMMANDS = {
+    "procfile": procfile_web_command(),
+    "python app.py": f"{shlex.quote(sys.executable)} app.py",
+}
+
+
+def same_origin(res) -> str:
+    """Return the Origin a browser would send from the page of this response."""
+    return "http://" + res.request.environ["HTTP_HOST"]
+
+
+def result_line(res) -> str:
+    """Return the result paragraph's text, whitespace folded."""
+    return " ".join(res.html.find(id="result").get_text().split())

@@ -1,0 +1,31 @@
+% rebase("base.tpl", title=("Error: " if errors else "") + "Age and hobbies")
+<h1>Age and hobbies</h1>
+<form method="post" action="/">
+  <p>
+    <label for="age">Age</label>
+    <input type="text" id="age" name="age" value="{{values['age']}}" inputmode="numeric" autocomplete="off"
+    % if "age" in errors:
+      aria-invalid="true" aria-describedby="age-error">
+    <span class="error" id="age-error">{{errors["age"]}}</span>
+    % else:
+      >
+    % end
+  </p>
+  <fieldset{{!' aria-describedby="hobbies-error"' if "hobbies" in errors else ""}}>
+    <legend>Hobbies</legend>
+    % if "hobbies" in errors:
+    <p class="error" id="hobbies-error">{{errors["hobbies"]}}</p>
+    % end
+    % for value, label in hobbies.items():
+    <label><input type="checkbox" name="hobbies" value="{{value}}"{{!" checked" if value in values["hobbies"] else ""}}> {{label}}</label>
+    % end
+  </fieldset>
+  <p><button type="submit">Submit</button></p>
+</form>
+% if not errors:
+<section aria-labelledby="result-title">
+  <h2 id="result-title">Result</h2>
+  <p id="result">Age: {{values["age"] or "Empty"}}<br>
+  Hobbies: {{", ".join(hobbies[value] for value in values["hobbies"]) or "No Hobbies?"}}</p>
+</section>
+% end
