@@ -21,7 +21,9 @@ MAX_AGE = 150
 FORM_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data"}
 
 # Waitress settings, shared by `python app.py` and (checked by tests/test_config.py) the Procfile.
-MAX_BODY = 16 * 1024  # the form needs under 1 KiB
+MAX_BODY = (
+    16 * 1024
+)  # bodies must be smaller than this (Waitress's rule); the form needs under 1 KiB
 SERVER = {
     "threads": 4,
     "connection_limit": 1000,
@@ -47,7 +49,7 @@ ERROR_MESSAGES = {
     403: "This form only accepts submissions from its own page.",
     404: "There is no page at this address.",
     405: "This page does not accept that kind of request.",
-    413: f"The submission is too large: the limit is {MAX_BODY // 1024} KiB.",
+    413: f"The submission is too large: it must be under {MAX_BODY // 1024} KiB.",
     415: "Send the form as application/x-www-form-urlencoded or multipart/form-data.",
     500: "Something went wrong on our side. Please try again later.",
 }
@@ -111,8 +113,8 @@ def submit_form():
     content_type = request.content_type.split(";")[0].strip().lower()
     if content_type not in FORM_TYPES:
         abort(415)
-    if request.content_length > MAX_BODY:
-        abort(413)  # Waitress refuses these first; this covers other servers and tests
+    if request.content_length >= MAX_BODY:
+        abort(413)  # Waitress refuses these before reading them; this covers other WSGI servers
     try:
         form = request.forms.decode("utf-8")
     except (UnicodeError, LookupError):

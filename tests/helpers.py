@@ -51,10 +51,17 @@ class Server:
         return self.process.wait(timeout)
 
 
-def start_server(command: str, log: Path, cwd: Path = ROOT, timeout: float = 15) -> Server:
-    """Run a shell command that serves the app on HOST:PORT and wait until it accepts."""
-    host, port = "127.0.0.1", free_port()
-    env = {**os.environ, "HOST": host, "PORT": str(port), "PATH": f"{BIN}:{os.environ['PATH']}"}
+def start_server(
+    command: str, log: Path, cwd: Path = ROOT, environ: dict | None = None, timeout: float = 15
+) -> Server:
+    """Run a shell command that serves the app and wait until it accepts connections.
+
+    It gets HOST=127.0.0.1 and a free PORT unless `environ` says otherwise (None unsets a name).
+    """
+    settings = {**os.environ, "HOST": "127.0.0.1", "PORT": str(free_port()), **(environ or {})}
+    settings["PATH"] = f"{BIN}:{os.environ['PATH']}"
+    env = {name: value for name, value in settings.items() if value is not None}
+    port = int(env.get("PORT", 8080))
     with log.open("wb") as out:
         process = subprocess.Popen(
             ["sh", "-c", f"exec {command}"], cwd=cwd, env=env, stdout=out, stderr=out
@@ -64,8 +71,8 @@ def start_server(command: str, log: Path, cwd: Path = ROOT, timeout: float = 15)
         if process.poll() is not None:
             raise AssertionError(f"{command!r} exited {process.returncode}:\n{log.read_text()}")
         try:
-            socket.create_connection((host, port), timeout=1).close()
-            return Server(process, host, port, log)
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return Server(process, "127.0.0.1", port, log)
         except OSError:
             time.sleep(0.05)
     process.kill()
@@ -78,9 +85,19 @@ SERVER_COMMANDS = {
 }
 
 
-def same_origin(res) -> str:
-    """Return the Origin a browser would send from the page of this response."""
-    return "http://" + res.request.environ["HTTP_HOST"]
+def same_origin(testapp) -> str:
+    """Return the Origin a browser would send from the app's own page."""
+    return "http://" + testapp.get("/").request.environ["HTTP_HOST"]
+
+
+def exchange(server: Server, data: bytes, timeout: float = 5) -> bytes:
+    """Send raw bytes to a server and return all it answers until it closes (or timeout)."""
+    with socket.create_connection((server.host, server.port), timeout=timeout) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
 
 
 def result_line(res) -> str:

@@ -1,0 +1,82 @@
+"""Running it: entry points, settings, health check, access log, working directory."""
+
+import logging
+import shlex
+import sys
+
+import bottle
+import webtest
+from helpers import ROOT, SERVER_COMMANDS, procfile_web_command, start_server
+
+import app
+
+
+def procfile_settings() -> dict:
+    """Return the Procfile's waitress-serve flags as app.SERVER-style settings."""
+    words = shlex.split(procfile_web_command())
+    assert words[0] == "waitress-serve" and words[-1] == "app:application"
+    settings = {}
+    for flag in words[1:-1]:
+        name, _, value = flag.removeprefix("--").partition("=")
+        settings[name.replace("-", "_")] = int(value) if value.isdigit() else value or True
+    return settings
+
+
+def test_the_procfile_and_app_py_use_the_same_server_settings():
+    settings = procfile_settings()
+    assert settings.pop("listen") == "${HOST:-0.0.0.0}:$PORT"
+    assert settings == app.SERVER
+
+
+def test_the_health_check_is_plain_text(testapp):
+    res = testapp.get("/healthz")
+    assert res.content_type == "text/plain"
+    assert res.text == "ok\n"
+
+
+def test_each_request_logs_one_line_without_form_values(wsgiapp, caplog):
+    caplog.set_level(logging.INFO, logger="app")
+    wsgiapp.post("/", {"age": "secret-age", "hobbies": "software"}, status=422)
+    wsgiapp.get("/?age=secret-query")
+    lines = [record.getMessage() for record in caplog.records if record.name == "app"]
+    assert len(lines) == 2
+    assert lines[0].startswith("POST / 422 ") and lines[0].endswith("ms")
+    assert lines[1].startswith("GET / 200 ")
+    assert "secret" not in caplog.text
+
+
+def test_real_servers_log_each_request_and_where_they_listen(server):
+    webtest.TestApp(server.url).post("/", {"age": "secret-age"}, status=422)
+    output = server.output()
+    assert f"Serving on http://127.0.0.1:{server.port}" in output
+    assert "POST / 422 " in output
+    assert "secret" not in output
+
+
+def test_templates_are_found_from_any_working_directory(wsgiapp, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(bottle, "TEMPLATES", {})
+    wsgiapp.get("/").mustcontain("Age and hobbies")
+
+
+def test_app_py_runs_from_another_directory(tmp_path):
+    command = f"{shlex.quote(sys.executable)} {shlex.quote(str(ROOT / 'app.py'))}"
+    server = start_server(command, tmp_path / "server.log", cwd=tmp_path)
+    try:
+        webtest.TestApp(server.url).get("/").mustcontain("Age and hobbies")
+    finally:
+        server.stop()
+
+
+def test_app_py_listens_on_loopback_8080_by_default(tmp_path):
+    server = start_server(
+        SERVER_COMMANDS["python app.py"], tmp_path / "log", environ={"HOST": None, "PORT": None}
+    )
+    server.stop()
+    assert "Serving on http://127.0.0.1:8080" in server.output()
+
+
+def test_the_procfile_listens_on_all_interfaces_by_default(tmp_path):
+    server = start_server(SERVER_COMMANDS["procfile"], tmp_path / "log", environ={"HOST": None})
+    server.stop()
+    assert f"Serving on http://0.0.0.0:{server.port}" in server.output()

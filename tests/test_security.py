@@ -1,0 +1,89 @@
+"""Safe by default: escaped output, cross-origin posts refused, security headers everywhere."""
+
+import pytest
+from helpers import same_origin
+
+import app
+
+PAYLOAD = "\"><script>alert('x')</script><img src=x onerror=alert(1)>"
+VALID = {"age": "34", "hobbies": ["software"]}
+
+
+def test_submitted_markup_is_escaped_and_kept(testapp):
+    form = testapp.get("/").form
+    form["age"] = PAYLOAD
+    res = form.submit(status=422)
+    res.mustcontain("&lt;script&gt;", no=["<script", "<img src=x"])
+    assert res.form["age"].value == PAYLOAD
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Sec-Fetch-Site": "cross-site"}, 403),
+        ({"Sec-Fetch-Site": "same-site"}, 403),
+        ({"Sec-Fetch-Site": "cross-site", "Origin": "SAME"}, 403),
+        ({"Sec-Fetch-Site": "same-origin"}, 200),
+        ({"Sec-Fetch-Site": "none"}, 200),
+        ({"Sec-Fetch-Site": "same-origin", "Origin": "https://evil.example"}, 200),
+        ({"Origin": "https://evil.example"}, 403),
+        ({"Origin": "http://evil.example"}, 403),
+        ({"Origin": "null"}, 403),
+        ({"Origin": "http://["}, 403),
+        ({"Origin": "SAME"}, 200),
+        ({}, 200),
+    ],
+)
+def test_cross_origin_posts_are_refused(testapp, headers, status):
+    origin = same_origin(testapp)
+    headers = {name: origin if value == "SAME" else value for name, value in headers.items()}
+    res = testapp.post("/", VALID, headers=headers, status=status)
+    if status == 403:
+        assert "only accepts submissions from its own page" in res.html.main.get_text()
+        res.mustcontain(no=["Result"])
+    else:
+        res.mustcontain("Age: 34")
+
+
+def test_cross_origin_reads_are_allowed(testapp):
+    res = testapp.get("/", headers={"Sec-Fetch-Site": "cross-site", "Origin": "https://x.example"})
+    assert res.status_int == 200
+
+
+def request_each_kind(testapp):
+    """Yield one response of every kind the app gives: page, result, 4xx pages, health check."""
+    yield testapp.get("/")
+    yield testapp.post("/", VALID)
+    yield testapp.post("/", {"age": "x"}, status=422)
+    yield testapp.post("/", VALID, headers={"Sec-Fetch-Site": "cross-site"}, status=403)
+    yield testapp.get("/nope", status=404)
+    yield testapp.put("/", status=405)
+    yield testapp.post(
+        "/", b"age=%FF", content_type="application/x-www-form-urlencoded", status=400
+    )
+    yield testapp.post("/", b"{}", content_type="application/json", status=415)
+    yield testapp.get("/healthz")
+
+
+def test_every_response_carries_the_security_headers(testapp):
+    for res in request_each_kind(testapp):
+        assert res.headers["X-Content-Type-Options"] == "nosniff", res.request.path
+        assert res.headers["Referrer-Policy"] == "no-referrer"
+        policy = dict(
+            part.strip().split(" ", 1) for part in res.headers["Content-Security-Policy"].split(";")
+        )
+        assert policy["default-src"] == "'none'"
+        assert policy["frame-ancestors"] == "'none'"
+        assert "script-src" not in policy
+
+
+def test_the_500_page_carries_the_security_headers(wsgiapp, monkeypatch):
+    monkeypatch.setattr(app, "validate", None)
+    res = wsgiapp.post("/", VALID, expect_errors=True)
+    assert res.status_int == 500
+    assert dict(app.SECURITY_HEADERS).items() <= dict(res.headers).items()
+
+
+def test_pages_with_submitted_values_are_not_stored(testapp):
+    assert testapp.post("/", VALID).headers["Cache-Control"] == "no-store"
+    assert testapp.post("/", {"age": "x"}, status=422).headers["Cache-Control"] == "no-store"
