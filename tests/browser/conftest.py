@@ -25,6 +25,7 @@ def base_url(servers):
 def context(browser):
     """A fresh browser context: no cookies, cache or history from other tests."""
     context = browser.new_context()
+    context.set_default_timeout(5000)  # a local page answers at once: fail fast when it does not
     yield context
     context.close()
 
