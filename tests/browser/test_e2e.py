@@ -114,9 +114,11 @@ def test_keyboard_focus_is_clearly_visible_on_every_control(page, base_url):
 
 @pytest.mark.parametrize("state", STATES)
 def test_pages_fit_a_phone_screen_without_sideways_scrolling(browser, base_url, state):
-    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
-    page = context.new_page()
-    STATES[state](page, base_url)
-    overflow = page.evaluate("document.documentElement.scrollWidth - visualViewport.width")
-    context.close()
+    context = browser.new_context(viewport=PHONE, is_mobile=True)
+    try:
+        page = context.new_page()
+        STATES[state](page, base_url)
+        overflow = page.evaluate("document.documentElement.scrollWidth - visualViewport.width")
+    finally:
+        context.close()
     assert overflow <= 0
