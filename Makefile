@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint clean
+.PHONY: run test lint clean screenshots
 
 run: $(VENV)/.runtime
 	$(BIN)/python app.py
@@ -12,6 +12,10 @@ test: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
+
+# PNGs of the page's four states for the docs, from the app served as in production.
+screenshots: $(VENV)/.dev
+	PYTHONPATH=tests $(BIN)/python tests/browser/screenshots.py docs/screenshots
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)

@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bottle import Bottle, HTTPError, abort, request, response, template
+from bottle import Bottle, HTTPError, abort, request, response, static_file, template
 
 HERE = Path(__file__).resolve().parent
 VIEWS = [str(HERE / "views")]  # Bottle's default TEMPLATE_PATH is relative to the cwd
+STATIC = HERE / "static"
 
 # The hobbies the form offers, value -> label, in the form's order. "tunning" is the seed's value:
 # kept so that clients of the old form keep working.
@@ -124,6 +125,13 @@ def submit_form():
         response.status = 422
     response.set_header("Cache-Control", "no-store")
     return render_form(values, errors)
+
+
+# One plain file name: no folders and no dots before the extension, so no way out of static/.
+@app.get(r"/static/<filename:re:[a-z0-9-]+\.[a-z]+>")
+def static(filename):
+    """Serve a file from static/ (the stylesheet), with Bottle's caching validators."""
+    return static_file(filename, root=STATIC)
 
 
 @app.get("/healthz")

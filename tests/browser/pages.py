@@ -1,0 +1,124 @@
+"""For the browser tests and `make screenshots`: Debian's Chromium, and the four page states."""
+
+import os
+import re
+import shutil
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright
+
+# As root, offline: no sandbox (root), no GPU (no screen), and none of Chromium's own traffic to
+# Google, whose refused connections would only slow it down.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+INSTALL_HINTS = {
+    "chromium": "install Debian's browser with `apt-get install chromium`",
+    "java": "install Java for the Nu HTML validator with `apt-get install default-jre-headless`",
+}
+
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 800}
+
+
+def in_ci() -> bool:
+    """Tell whether this run is CI's, where every test must run."""
+    return os.environ.get("CI", "").lower() not in ("", "0", "false")
+
+
+def require(program: str) -> str:
+    """Return a program's path; without it skip, but fail in CI, where nothing may skip."""
+    path = shutil.which(program)
+    if path is None:
+        message = f"{program} not found: {INSTALL_HINTS[program]}"
+        if in_ci():
+            pytest.fail(f"{message} (CI is set: these checks must run, not skip)", pytrace=False)
+        pytest.skip(message)
+    return path
+
+
+def launch(playwright: Playwright, executable: str) -> Browser:
+    """Start the system Chromium headless (Playwright's own browser downloads fail offline)."""
+    # Playwright gives each launch a fresh, empty user data dir of its own.
+    return playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+
+
+# Chromium logs a 404 or 422 page as an error; for the 404 page and the form's errors, that is
+# the point. Any other status, or these for anything but the page itself, is reported.
+DOCUMENT_STATUS = re.compile(
+    r"Failed to load resource: the server responded with a status of (404|422) "
+)
+
+
+class ConsoleWatch:
+    """Collect a page's console errors, CSP violations and uncaught exceptions."""
+
+    def __init__(self, page: Page):
+        self.messages: list[tuple[str, str]] = []  # (text, url)
+        self.documents: set[tuple[str, str]] = set()  # (status, url) of each page loaded
+        page.on("console", self._on_console)
+        page.on("pageerror", lambda error: self.messages.append((f"uncaught: {error}", page.url)))
+        page.on("response", self._on_response)
+
+    def _on_console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.messages.append((message.text, message.location.get("url", "")))
+
+    def _on_response(self, response) -> None:
+        if response.request.is_navigation_request():
+            self.documents.add((str(response.status), response.url))
+
+    def problems(self) -> list[str]:
+        """Return every message but those about a document's own expected status."""
+        return [
+            f"{text} ({url})"
+            for text, url in self.messages
+            if not ((match := DOCUMENT_STATUS.match(text)) and (match[1], url) in self.documents)
+        ]
+
+
+def empty_form(page: Page, url: str) -> None:
+    """Open the form."""
+    page.goto(url + "/")
+
+
+def submit(page: Page) -> None:
+    """Click Submit and wait for the answer page."""
+    with page.expect_navigation():
+        page.get_by_role("button", name="Submit").click()
+
+
+def result(page: Page, url: str) -> None:
+    """Fill in the form correctly and submit it."""
+    empty_form(page, url)
+    page.get_by_label("Age").fill("34")
+    page.get_by_label("Software").check()
+    page.get_by_label("Auto Tuning").check()
+    submit(page)
+
+
+def validation_error(page: Page, url: str) -> None:
+    """Submit an age that is not a number, with one hobby ticked."""
+    empty_form(page, url)
+    page.get_by_label("Age").fill("thirty")
+    page.get_by_label("Software").check()
+    submit(page)
+
+
+def not_found(page: Page, url: str) -> None:
+    """Open an address where there is no page."""
+    page.goto(url + "/no-such-page")
+
+
+STATES = {
+    "empty-form": empty_form,
+    "result": result,
+    "validation-error": validation_error,
+    "not-found": not_found,
+}
