@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint clean
+.PHONY: run test fuzz lint clean
 
 run: $(VENV)/.runtime
 	$(BIN)/python app.py
@@ -12,6 +12,10 @@ test: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
+
+# The fuzz tests with many more examples than `make test` gives them.
+fuzz: $(VENV)/.dev
+	FUZZ_PROFILE=deep $(BIN)/pytest tests/test_fuzz.py
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,4 +28,4 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

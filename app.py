@@ -115,7 +115,7 @@ def submit_form():
         abort(413)  # Waitress refuses these first; this covers other servers and tests
     try:
         form = request.forms.decode("utf-8")
-    except (UnicodeError, LookupError):
+    except (ValueError, LookupError):  # ValueError: also a multipart part header Bottle refuses
         abort(400)
     values, errors = validate(form.get("age", ""), form.getall("hobbies"))
     if errors:
