@@ -3,13 +3,14 @@
 import logging
 import os
 import re
-import signal
 import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from bottle import Bottle, HTTPError, abort, request, response, template
+
+import shutdown
 
 HERE = Path(__file__).resolve().parent
 VIEWS = [str(HERE / "views")]  # Bottle's default TEMPLATE_PATH is relative to the cwd
@@ -163,9 +164,9 @@ def application(environ, start_response):
 
 
 if threading.current_thread() is threading.main_thread():
-    # Platforms stop a process with SIGTERM. Waitress drains in-flight requests on SIGINT only,
-    # so make SIGTERM mean the same (this also covers `waitress-serve app:application`).
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Platforms stop a process with SIGTERM: finish the requests in flight first (this also
+    # covers `waitress-serve app:application`, which imports this module in its main thread).
+    shutdown.install()
 
 
 if __name__ == "__main__":
