@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test fuzz lint clean
+.PHONY: run test stress fuzz lint clean
 
 run: $(VENV)/.runtime
 	$(BIN)/python app.py
@@ -12,6 +12,10 @@ test: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
+
+# The abuse tests that load a real server for longer than `make test` should take.
+stress: $(VENV)/.dev
+	$(BIN)/pytest -m stress
 
 # The fuzz tests with many more examples than `make test` gives them.
 fuzz: $(VENV)/.dev
