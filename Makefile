@@ -8,9 +8,12 @@ BIN := $(VENV)/bin
 run: $(VENV)/.runtime
 	$(BIN)/python app.py
 
+# bandit: the app strictly, while tests may assert and start servers with `sh -c` (B101, B404, B603, B607).
 test: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/bandit -q -r . -x ./$(VENV),./tests
+	$(BIN)/bandit -q -r tests -s B101,B404,B603,B607
 	$(BIN)/pytest
 
 # The abuse tests that load a real server for longer than `make test` should take.
