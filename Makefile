@@ -3,19 +3,30 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint clean screenshots
+.PHONY: run test stress fuzz screenshots clean
 
 run: $(VENV)/.runtime
 	$(BIN)/python app.py
 
+# bandit: the app strictly, while tests may assert and start servers with `sh -c` (B101, B404, B603, B607).
 test: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/bandit -q -r . -x ./$(VENV),./tests
+	$(BIN)/bandit -q -r tests -s B101,B404,B603,B607
 	$(BIN)/pytest
 
 # PNGs of the page's four states for the docs, from the app served as in production.
 screenshots: $(VENV)/.dev
 	PYTHONPATH=tests $(BIN)/python tests/browser/screenshots.py docs/screenshots
+
+# The abuse tests that load a real server for longer than `make test` should take.
+stress: $(VENV)/.dev
+	$(BIN)/pytest -m stress
+
+# The fuzz tests with many more examples than `make test` gives them.
+fuzz: $(VENV)/.dev
+	FUZZ_PROFILE=deep $(BIN)/pytest tests/test_fuzz.py
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,4 +39,4 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -3,13 +3,14 @@
 import logging
 import os
 import re
-import signal
 import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from bottle import Bottle, HTTPError, abort, request, response, static_file, template
+
+import shutdown
 
 HERE = Path(__file__).resolve().parent
 VIEWS = [str(HERE / "views")]  # Bottle's default TEMPLATE_PATH is relative to the cwd
@@ -118,7 +119,7 @@ def submit_form():
         abort(413)  # Waitress refuses these before reading them; this covers other WSGI servers
     try:
         form = request.forms.decode("utf-8")
-    except (UnicodeError, LookupError):
+    except (ValueError, LookupError):  # ValueError: also a multipart part header Bottle refuses
         abort(400)
     values, errors = validate(form.get("age", ""), form.getall("hobbies"))
     if errors:
@@ -173,9 +174,9 @@ def application(environ, start_response):
 
 
 if threading.current_thread() is threading.main_thread():
-    # Platforms stop a process with SIGTERM. Waitress drains in-flight requests on SIGINT only,
-    # so make SIGTERM mean the same (this also covers `waitress-serve app:application`).
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Platforms stop a process with SIGTERM: finish the requests in flight first (this also
+    # covers `waitress-serve app:application`, which imports this module in its main thread).
+    shutdown.install()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,254 @@
+"""Property-based fuzzing of the app in-process: whatever arrives, a documented and safe answer."""
+
+import io
+import os
+import sys
+from html.parser import HTMLParser
+from urllib.parse import quote_from_bytes, urlencode
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from webtest.lint import middleware
+
+import app
+
+# Every status the app answers with: its pages plus its documented errors. A 500 is not one.
+DOCUMENTED_STATUSES = {200, 422} | (app.ERROR_MESSAGES.keys() - {500})
+
+# `make test` runs 2,000 examples per property; `make fuzz` (FUZZ_PROFILE=deep) many more.
+settings.register_profile(
+    "test",
+    max_examples=2_000,
+    deadline=None,  # the suite shares a 2-core machine: timing noise is not a finding
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile("deep", parent=settings.get_profile("test"), max_examples=50_000)
+settings.load_profile(os.environ.get("FUZZ_PROFILE", "test"))
+
+METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT"]
+FORM_TYPES = ["application/x-www-form-urlencoded", "multipart/form-data"]
+BOUNDARY = "fuzzboundary"
+
+# What a server hands the app is latin-1 text; a lone surrogate arrives as its (invalid) UTF-8.
+chars = st.characters() | st.characters(categories=["Cs"])  # Cs: lone surrogates
+any_text = st.text(chars, max_size=300) | st.just("x" * 20_000)
+raw = st.binary(max_size=300) | any_text.map(lambda s: s.encode("utf-8", "surrogatepass"))
+latin1 = raw.map(lambda b: b.decode("latin-1"))
+
+
+def percent_encoded(value: bytes) -> bytes:
+    """Return the value %-encoded."""
+    return quote_from_bytes(value).encode()
+
+
+broken_percent = st.sampled_from([b"%", b"%z", b"%4", b"%E2%82", b"%ED%A0%80", b"%00", b"%FF"])
+field_name = st.sampled_from(["age", "hobbies", "x", ""]) | st.text(max_size=20)
+field_value = any_text | st.sampled_from(["software", "tunning", "34", "<b>&\"'</b>"])
+fields = st.lists(st.tuples(field_name, field_value), max_size=8)
+
+
+@st.composite
+def urlencoded_bodies(draw) -> bytes:
+    """Return a urlencoded body: fields, raw %-escapes, broken escapes and plain bytes mixed."""
+    parts = draw(
+        st.lists(
+            st.builds(lambda k, v: percent_encoded(k) + b"=" + percent_encoded(v), raw, raw)
+            | broken_percent
+            | raw,
+            max_size=8,
+        )
+    )
+    return b"&".join(parts)
+
+
+def multipart(pairs, boundary=BOUNDARY) -> bytes:
+    """Return a well-formed multipart/form-data body for (name, value) pairs."""
+    body = b""
+    for name, value in pairs:
+        name = name.encode("utf-8", "surrogatepass").replace(b'"', b"%22")
+        body += f"--{boundary}\r\n".encode()
+        body += b'Content-Disposition: form-data; name="' + name + b'"\r\n\r\n'
+        body += value.encode("utf-8", "surrogatepass") + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode()
+
+
+@st.composite
+def multipart_bodies(draw) -> bytes:
+    """Return a multipart body, good or cut short, or with garbage spliced in."""
+    body = multipart(draw(fields))
+    cut = draw(st.integers(0, len(body)))
+    damage = draw(st.sampled_from(["none", "truncate", "splice", "no-end"]))
+    if damage == "truncate":
+        return body[:cut]
+    if damage == "splice":
+        return body[:cut] + draw(raw) + body[cut:]
+    if damage == "no-end":
+        return body.removesuffix(f"--{BOUNDARY}--\r\n".encode())
+    return body
+
+
+# Many repeated fields that still fit in the size limit.
+repeated = st.builds(
+    lambda n, value: urlencode([("hobbies", value)] * n).encode(),
+    st.integers(1, 1500),
+    st.sampled_from(["software", "tunning", "golf"]),
+)
+bodies = raw | urlencoded_bodies() | multipart_bodies() | repeated | st.just(b"\0" * 1000)
+content_types = (
+    st.sampled_from(FORM_TYPES)
+    | st.sampled_from(FORM_TYPES).map(lambda t: f"{t}; charset=utf-8; boundary={BOUNDARY}")
+    | st.just(f"multipart/form-data; boundary={BOUNDARY}")
+    | st.just("multipart/form-data; boundary=")
+    | latin1
+)
+header_names = st.sampled_from(
+    ["ORIGIN", "SEC_FETCH_SITE", "HOST", "COOKIE", "ACCEPT", "ACCEPT_CHARSET", "X_FORWARDED_FOR"]
+) | st.from_regex(r"[A-Z][A-Z_]{0,30}", fullmatch=True)
+header_values = latin1 | st.sampled_from(["same-origin", "cross-site", "none", "http://x"])
+
+
+def environ_for(method, path, query, content_type, body, headers) -> dict:
+    """Return a WSGI environ as Waitress builds one: latin-1 text, the true body length."""
+    environ = {
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8080",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        "CONTENT_LENGTH": str(len(body)) if body else "",
+    }
+    if content_type is not None:
+        environ["CONTENT_TYPE"] = content_type
+    for name, value in headers.items():
+        if name not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            environ[f"HTTP_{name}"] = value
+    return environ
+
+
+def call(environ) -> tuple[int, dict, bytes]:
+    """Call the app through WebTest's WSGI lint; return status, headers and body."""
+    started = {}
+
+    def start_response(status, headers, exc_info=None):
+        started["status"], started["headers"] = status, dict(headers)
+
+    result = middleware(app.application)(environ, start_response)
+    try:
+        body = b"".join(result)
+    finally:
+        result.close()
+    return int(started["status"].split()[0]), started["headers"], body
+
+
+def check_page(environ, status, headers, body):
+    """Assert the invariants every answer must keep."""
+    assert status in DOCUMENTED_STATUSES, (status, body[:500])
+    for name, value in app.SECURITY_HEADERS:
+        assert headers[name] == value
+    is_health = environ["PATH_INFO"] == "/healthz" and status == 200
+    expected = "text/plain" if is_health else "text/html"
+    assert headers["Content-Type"].lower() == f"{expected}; charset=utf-8"
+    if environ["REQUEST_METHOD"] == "HEAD":
+        assert body == b""
+    elif not is_health:
+        assert body.startswith(b"<!DOCTYPE html>")
+        body.decode("utf-8")
+
+
+paths = st.sampled_from(["/", "/healthz", "/healthz/", "//"]) | latin1.map(lambda s: "/" + s)
+
+
+@pytest.mark.filterwarnings("ignore:Unknown REQUEST_METHOD")  # lint knows only the usual ones
+@given(
+    method=st.sampled_from(METHODS) | st.from_regex(r"[A-Z]{1,10}", fullmatch=True),
+    path=paths,
+    query=latin1,
+    content_type=st.none() | content_types,
+    body=bodies,
+    headers=st.dictionaries(header_names, header_values, max_size=6),
+)
+def test_any_request_gets_a_documented_html_answer(
+    method, path, query, content_type, body, headers
+):
+    environ = environ_for(method, path, query, content_type, body, headers)
+    check_page(environ, *call(environ))
+
+
+@example(  # found by this test: Bottle raised ValueError on a NUL part header name, a 500
+    content_type=f"multipart/form-data; boundary={BOUNDARY}",
+    body=b"--fuzzboundary\r\n\x00:\r\n\r\n",
+    fetch_site=None,
+)
+@given(
+    content_type=content_types,
+    body=bodies,
+    fetch_site=st.sampled_from([None, "same-origin", "none"]),
+)
+def test_any_form_post_from_the_page_gets_a_documented_html_answer(content_type, body, fetch_site):
+    headers = {} if fetch_site is None else {"SEC_FETCH_SITE": fetch_site}
+    environ = environ_for("POST", "/", "", content_type, body, headers)
+    check_page(environ, *call(environ))
+
+
+class AgeField(HTMLParser):
+    """Collect the age input's value and every element's tag and attribute names."""
+
+    def __init__(self):
+        super().__init__()
+        self.age = None
+        self.elements = set()
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.elements.add((tag, tuple(sorted(attrs))))
+        if tag == "input" and attrs.get("id") == "age":
+            self.age = attrs.get("value")
+
+
+def parse(body: bytes) -> AgeField:
+    """Return the page parsed."""
+    page = AgeField()
+    page.feed(body.decode("utf-8"))
+    return page
+
+
+# The elements a page may hold: learnt from the form with and without errors, and an error page.
+KNOWN_ELEMENTS = (
+    parse(call(environ_for("GET", "/", "", None, b"", {}))[2]).elements
+    | parse(call(environ_for("GET", "/nowhere", "", None, b"", {}))[2]).elements
+    | parse(
+        call(
+            environ_for("POST", "/", "", FORM_TYPES[0], b"age=x&hobbies=golf&hobbies=software", {})
+        )[2]
+    ).elements
+)
+
+
+@given(age=any_text | st.sampled_from(['"><script>alert(1)</script>', "' onfocus='x", "&amp;"]))
+def test_submitted_text_comes_back_escaped(age):
+    age = age.replace("\0", "")  # the HTML parser drops NUL; browsers show it as U+FFFD
+    has_surrogate = any("\ud800" <= char <= "\udfff" for char in age)
+    for content_type, body in [
+        (FORM_TYPES[0], urlencode({"age": age.encode("utf-8", "surrogatepass")}).encode()),
+        (f"{FORM_TYPES[1]}; boundary={BOUNDARY}", multipart([("age", age)])),
+    ]:
+        status, _, page = call(environ_for("POST", "/", "", content_type, body, {}))
+        if has_surrogate:  # not UTF-8: refused, so nothing comes back
+            assert status == 400
+            continue
+        if status == 413:  # over the size limit: nothing comes back
+            assert len(body) > app.MAX_BODY
+            continue
+        parsed = parse(page)
+        assert parsed.elements <= KNOWN_ELEMENTS
+        assert parsed.age == app.validate(age, [])[0]["age"]

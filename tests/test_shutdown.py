@@ -1,0 +1,91 @@
+"""Graceful shutdown: on SIGTERM the real server refuses new connections, finishes, and exits 0."""
+
+import http.client
+import signal
+import socket
+import time
+
+import pytest
+from helpers import SERVER_COMMANDS, start_server
+
+FORM = "application/x-www-form-urlencoded"
+BODY = b"age=34&hobbies=software"
+
+
+@pytest.fixture
+def connect():
+    """Open HTTP connections to a server; close them all at the end of the test."""
+    opened = []
+
+    def open_to(server) -> http.client.HTTPConnection:
+        opened.append(http.client.HTTPConnection(server.host, server.port, timeout=10))
+        return opened[-1]
+
+    yield open_to
+    for conn in opened:
+        conn.close()
+
+
+def started_post(conn: http.client.HTTPConnection) -> http.client.HTTPConnection:
+    """Send a POST's headers and half its body."""
+    conn.putrequest("POST", "/")
+    conn.putheader("Content-Type", FORM)
+    conn.putheader("Content-Length", str(len(BODY)))
+    conn.endheaders()
+    conn.send(BODY[:10])
+    return conn
+
+
+def kept_alive(conn: http.client.HTTPConnection) -> http.client.HTTPConnection:
+    """Make a keep-alive connection that has had one answer and is now idle."""
+    conn.request("GET", "/healthz")
+    assert conn.getresponse().read() == b"ok\n"
+    return conn
+
+
+def wait_until_refused(server, timeout=5):
+    """Wait until the server refuses new connections; fail if it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((server.host, server.port), timeout=1).close()
+        except ConnectionRefusedError:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"still accepting connections {timeout}s after SIGTERM")
+
+
+@pytest.fixture(params=list(SERVER_COMMANDS))
+def fresh_server(request, tmp_path):
+    """A real server of its own, since the test stops it."""
+    server = start_server(SERVER_COMMANDS[request.param], tmp_path / "server.log")
+    yield server
+    if server.process.poll() is None:
+        server.process.kill()
+        server.process.wait()
+
+
+def test_sigterm_finishes_requests_in_flight_and_exits_0(fresh_server, connect):
+    slow = [started_post(connect(fresh_server)) for _ in range(3)]
+    busy = [kept_alive(connect(fresh_server)) for _ in range(8)]  # more than Waitress's 4 threads
+    idle = kept_alive(connect(fresh_server))
+    time.sleep(0.2)  # let Waitress read the half bodies
+
+    for conn in busy:  # a new request on each, sent just before the signal
+        conn.request("POST", "/", BODY, {"Content-Type": FORM})
+    fresh_server.process.send_signal(signal.SIGTERM)
+    wait_until_refused(fresh_server)
+    for conn in slow:  # bodies still arriving after the signal
+        conn.send(BODY[10:])
+
+    for conn in slow + busy:
+        res = conn.getresponse()
+        assert res.status == 200
+        assert b"Age: 34" in res.read()
+    assert idle.sock.recv(1) == b""  # idle keep-alive connections are closed, not waited for
+    assert fresh_server.process.wait(timeout=15) == 0, fresh_server.output()
+
+
+def test_sigterm_with_nothing_in_flight_exits_0(fresh_server):
+    fresh_server.process.send_signal(signal.SIGTERM)
+    assert fresh_server.process.wait(timeout=15) == 0, fresh_server.output()
