@@ -22,10 +22,9 @@ HOBBIES = {"software": "Software", "tunning": "Auto Tuning"}
 MAX_AGE = 150
 FORM_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data"}
 
-# Waitress settings, shared by `python app.py` and (checked by tests/test_config.py) the Procfile.
-MAX_BODY = (
-    16 * 1024
-)  # bodies must be smaller than this (Waitress's rule); the form needs under 1 KiB
+# Waitress settings for `python app.py`; tests/test_operations.py keeps the Procfile equal to them.
+# Bodies must be smaller than MAX_BODY (Waitress's rule); the form needs under 1 KiB.
+MAX_BODY = 16 * 1024
 SERVER = {
     "threads": 4,
     "connection_limit": 1000,
