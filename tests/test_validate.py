@@ -7,7 +7,15 @@ from app import validate
 
 @pytest.mark.parametrize(
     ("age", "cleaned"),
-    [("", ""), ("  ", ""), ("0", "0"), ("34", "34"), (" 34\t", "34"), ("0150", "150"), ("150", "150")],
+    [
+        ("", ""),
+        ("  ", ""),
+        ("0", "0"),
+        ("34", "34"),
+        (" 34\t", "34"),
+        ("0150", "150"),
+        ("150", "150"),
+    ],
 )
 def test_valid_ages_are_cleaned(age, cleaned):
     assert validate(age, []) == ({"age": cleaned, "hobbies": []}, {})
@@ -21,7 +29,10 @@ def test_invalid_ages_get_a_message(age):
 
 
 def test_hobbies_are_deduplicated_in_form_order():
-    assert validate("", ["tunning", "software", "software"])[0]["hobbies"] == ["software", "tunning"]
+    assert validate("", ["tunning", "software", "software"])[0]["hobbies"] == [
+        "software",
+        "tunning",
+    ]
 
 
 @pytest.mark.parametrize("hobbies", [["golf"], ["software", "Software"], [""]])
