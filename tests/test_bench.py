@@ -22,8 +22,8 @@ def test_one_short_round_measures_every_target_without_errors(tmp_path):
     assert set(main) == {(target, method) for target in TARGETS for method in ("GET", "POST")}
     for row in main.values():
         assert float(row[2]) > 0  # req/s
-        assert row[5] == "0"  # non-2xx
-        assert row[7].split()[0] == "200"
+        assert row[6] == "0"  # non-2xx
+        assert row[8].split()[0] == "200"
 
 
 def test_recording_replaces_only_the_previous_results(tmp_path):
