@@ -1,5 +1,6 @@
 """The form app: an age and some hobbies, validated and shown back, served by Waitress."""
 
+import functools
 import logging
 import os
 import re
@@ -99,10 +100,16 @@ def refuse_cross_origin():
         abort(403)
 
 
+@functools.cache
+def empty_form() -> str:
+    """Render the empty form once: it is the same page for every request."""
+    return render_form({"age": "", "hobbies": []}, {})
+
+
 @app.get("/")
 def show_form():
     """Show the empty form."""
-    return render_form({"age": "", "hobbies": []}, {})
+    return empty_form()
 
 
 @app.post("/")
