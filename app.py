@@ -55,6 +55,11 @@ ERROR_MESSAGES = {
 
 log = logging.getLogger("app")
 log.setLevel(logging.INFO)
+# Every request writes an access-log line, so skip what each log record would otherwise look up
+# and neither log format prints: the caller's file and line, thread, process (the logging HOWTO's
+# "Optimization" switches). This buys about a tenth of the CPU a GET costs the app.
+logging._srcfile = None
+logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
 
 app = Bottle()
 
