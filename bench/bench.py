@@ -138,7 +138,7 @@ def report(args, sizes, main, growth, rss) -> str:
         f"CPU {LOAD_CPU}; {args.rounds} interleaved rounds of {args.seconds}s at 16 connections, "
         "medians. Non-2xx is wrk's count of 4xx/5xx answers; socket errors are connect, read, "
         "write errors and timeouts (5 s). Server CPU is the time all the server's threads ran "
-        "(/proc schedstat) per request: other load on the machine moves it far less than req/s.",
+        "(/proc schedstat) per request.",
         "",
     ]
     rows = []
