@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test stress fuzz screenshots clean
+.PHONY: run test stress fuzz bench screenshots clean
 
 run: $(VENV)/.runtime
 	$(BIN)/python app.py
@@ -27,6 +27,11 @@ stress: $(VENV)/.dev
 # The fuzz tests with many more examples than `make test` gives them.
 fuzz: $(VENV)/.dev
 	FUZZ_PROFILE=deep $(BIN)/pytest tests/test_fuzz.py
+
+# Not part of `make test`: numbers, not pass/fail (tests/test_bench.py runs a tiny one). Needs wrk.
+bench: $(VENV)/.dev
+	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install -y wrk"; exit 1; }
+	$(BIN)/python bench/bench.py
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)

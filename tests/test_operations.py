@@ -7,25 +7,20 @@ import sys
 import bottle
 import webtest
 from helpers import ROOT, SERVER_COMMANDS, procfile_web_command, start_server
+from waitress.adjustments import Adjustments
 
 import app
 
 
-def procfile_settings() -> dict:
-    """Return the Procfile's waitress-serve flags as app.SERVER-style settings."""
-    words = shlex.split(procfile_web_command())
-    assert words[0] == "waitress-serve" and words[-1] == "app:application"
-    settings = {}
-    for flag in words[1:-1]:
-        name, _, value = flag.removeprefix("--").partition("=")
-        settings[name.replace("-", "_")] = int(value) if value.isdigit() else value or True
-    return settings
-
-
 def test_the_procfile_and_app_py_use_the_same_server_settings():
-    settings = procfile_settings()
-    assert settings.pop("listen") == "${HOST:-0.0.0.0}:$PORT"
-    assert settings == app.SERVER
+    options, _ = Adjustments.parse_args(shlex.split(procfile_web_command())[1:])
+    assert options.pop("listen").split() == ["${HOST:-0.0.0.0}:$PORT"]
+    assert options.pop("call") is False and options.pop("help") is False
+    assert set(options) == set(app.SERVER)
+    procfile, app_py = Adjustments(**options), Adjustments(**app.SERVER)
+    assert {name: getattr(procfile, name) for name in app.SERVER} == {
+        name: getattr(app_py, name) for name in app.SERVER
+    }
 
 
 def test_the_health_check_is_plain_text(testapp):

@@ -1,0 +1,19 @@
+-- wrk script for the benchmark: GET / by default, or with BENCH_POST=1 a POST / of a valid form
+-- as a browser sends it from the app's own page; prints the results as one JSON line at the end.
+if os.getenv("BENCH_POST") then
+   wrk.method = "POST"
+   wrk.body = "age=34&hobbies=software&hobbies=tunning"
+   wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+   wrk.headers["Sec-Fetch-Site"] = "same-origin"
+   wrk.headers["Origin"] = "http://" .. wrk.host .. ":" .. wrk.port
+end
+
+function done(summary, latency, requests)
+   local e = summary.errors
+   io.write(string.format(
+      '{"requests": %d, "seconds": %.6f, "non2xx": %d, "socket_errors": %d, ' ..
+      '"p50_ms": %.3f, "p99_ms": %.3f}\n',
+      summary.requests, summary.duration / 1e6, e.status,
+      e.connect + e.read + e.write + e.timeout,
+      latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end

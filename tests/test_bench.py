@@ -1,0 +1,33 @@
+"""The benchmark script, run once with tiny durations so that it cannot rot (no timings checked)."""
+
+import subprocess
+import sys
+
+from helpers import ROOT
+
+from bench.bench import MARK_END, MARK_START, TARGETS, record
+
+
+def test_one_short_round_measures_every_target_without_errors(tmp_path):
+    output = tmp_path / "results.md"
+    output.write_text("# Notes kept around the table\n")
+    command = [sys.executable, "bench/bench.py", "--seconds=1", "--rounds=1", "--growth", "1"]
+    command += ["--growth-seconds=1", "--rss-requests=200", f"--output={output}"]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=120)
+    text = output.read_text()
+    assert text.startswith("# Notes kept around the table\n")
+    first_table = text.split("\n\n| target")[1].split("\n\n")[0].splitlines()[2:]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in first_table]
+    main = {(row[0], row[1]): row for row in rows}
+    assert set(main) == {(target, method) for target in TARGETS for method in ("GET", "POST")}
+    for row in main.values():
+        assert float(row[2]) > 0  # req/s
+        assert row[6] == "0"  # non-2xx
+        assert row[8].split()[0] == "200"
+
+
+def test_recording_replaces_only_the_previous_results(tmp_path):
+    output = tmp_path / "results.md"
+    output.write_text(f"before\n{MARK_START}\nold table\n{MARK_END}\nafter\n")
+    record(output, "new table\n")
+    assert output.read_text() == f"before\n{MARK_START}\nnew table\n{MARK_END}\nafter\n"
