@@ -8,12 +8,12 @@ BIN := $(VENV)/bin
 run: $(VENV)/.runtime
 	$(BIN)/python app.py
 
-# bandit: the app strictly, while tests may assert and start servers with `sh -c` (B101, B404, B603, B607).
+# bandit: the app strictly; tests and bench may assert and start servers and wrk (B101, B404, B603, B607).
 test: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/bandit -q -r . -x ./$(VENV),./tests
-	$(BIN)/bandit -q -r tests -s B101,B404,B603,B607
+	$(BIN)/bandit -q -r . -x ./$(VENV),./tests,./bench
+	$(BIN)/bandit -q -r tests bench -s B101,B404,B603,B607
 	$(BIN)/pytest
 
 # PNGs of the page's four states for the docs, from the app served as in production.

@@ -2,6 +2,7 @@
 
 import argparse
 import datetime
+import http.client
 import json
 import os
 import platform
@@ -12,9 +13,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from importlib.metadata import version
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -65,10 +66,15 @@ def wrk(server: Server, method: str, connections: int, seconds: int) -> dict:
 
 def fetch(url: str, method: str) -> tuple[int, int]:
     """Make one request as wrk does and return the status and the page size."""
-    data = b"age=34&hobbies=software&hobbies=tunning" if method == "POST" else None
-    request = urllib.request.Request(url + "/", data=data, method=method)
-    with urllib.request.urlopen(request, timeout=10) as response:
+    body = b"age=34&hobbies=software&hobbies=tunning" if method == "POST" else None
+    headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
+    connection = http.client.HTTPConnection(urlsplit(url).netloc, timeout=10)
+    try:
+        connection.request(method, "/", body=body, headers=headers)
+        response = connection.getresponse()
         return response.status, len(response.read())
+    finally:
+        connection.close()
 
 
 def rss_kib(pid: int) -> int:
