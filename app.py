@@ -126,11 +126,11 @@ def submit_form():
     content_type = request.content_type.split(";")[0].strip().lower()
     if content_type not in FORM_TYPES:
         abort(415)
-    if request.content_length >= MAX_BODY:
-        abort(413)  # Waitress refuses these before reading them; this covers other WSGI servers
     try:
+        if request.content_length >= MAX_BODY:
+            abort(413)  # Waitress refuses these before reading them; this covers other servers
         form = request.forms.decode("utf-8")
-    except (ValueError, LookupError):  # ValueError: also a multipart part header Bottle refuses
+    except (ValueError, LookupError):  # bad UTF-8, charset, Content-Length or multipart header
         abort(400)
     values, errors = validate(form.get("age", ""), form.getall("hobbies"))
     if errors:
@@ -178,7 +178,7 @@ def application(environ, start_response):
         log.info(
             "%s %s %s %.1fms",
             environ.get("REQUEST_METHOD"),
-            environ.get("PATH_INFO"),
+            environ.get("PATH_INFO", "").encode("unicode_escape").decode(),  # one line, always
             status.split(" ")[0],
             (time.perf_counter() - started) * 1000,
         )
@@ -193,9 +193,7 @@ if threading.current_thread() is threading.main_thread():
 if __name__ == "__main__":
     import waitress
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO)  # the format waitress-serve uses too
     host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "8080"))
     waitress.serve(application, host=host, port=port, **SERVER)

@@ -15,14 +15,15 @@ import threading
 import time
 
 from waitress.channel import HTTPChannel
-from waitress.server import BaseWSGIServer
+from waitress.server import BaseWSGIServer, MultiSocketServer
 
 DRAIN_SECONDS = 20  # then stop anyway: platforms kill a process 30 s after SIGTERM
 
 
 def install():
-    """Make SIGTERM drain the Waitress server that runs in the main thread."""
-    signal.signal(signal.SIGTERM, drain_on_signal)
+    """Make SIGTERM drain the Waitress server that runs in the main thread, unless taken already."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, drain_on_signal)
 
 
 def drain_on_signal(signum, frame):
@@ -38,6 +39,8 @@ def running_server(frame) -> BaseWSGIServer | None:
     """Return the (fully built) Waitress server whose code this stack is running, if any."""
     while frame is not None:
         owner = frame.f_locals.get("self")
+        if isinstance(owner, MultiSocketServer):  # several listen addresses: they share one map
+            owner = next(obj for obj in owner.map.values() if isinstance(obj, BaseWSGIServer))
         if isinstance(owner, BaseWSGIServer) and hasattr(owner, "task_dispatcher"):
             return owner
         frame = frame.f_back

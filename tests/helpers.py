@@ -48,7 +48,12 @@ class Server:
     def stop(self, sig=signal.SIGTERM, timeout=10) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)
-        return self.process.wait(timeout)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()  # never leave a server behind
+            self.process.wait()
+            raise
 
 
 def start_server(

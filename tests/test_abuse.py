@@ -32,8 +32,8 @@ def server(tmp_path_factory):
     assert "Traceback" not in running.output()
 
 
-def exchange(server, raw: bytes, timeout: float = 5) -> bytes:
-    """Send raw bytes on a new connection; return the response's status line."""
+def status_after_sending(server, raw: bytes, timeout: float = 5) -> int:
+    """Send raw bytes on a new connection; return the response's status code."""
     with socket.create_connection((server.host, server.port), timeout=timeout) as sock:
         try:
             sock.sendall(raw)
@@ -66,7 +66,7 @@ def get_page(server, timeout: float) -> int:
     ids=["request line", "one header", "many headers"],
 )
 def test_oversized_request_head_gets_a_431_not_a_hang(server, raw):
-    assert exchange(server, raw) == 431  # Request Header Fields Too Large
+    assert status_after_sending(server, raw) == 431  # Request Header Fields Too Large
 
 
 def test_clients_that_vanish_halfway_through_a_body_do_no_harm(server):

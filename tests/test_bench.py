@@ -13,7 +13,8 @@ def test_one_short_round_measures_every_target_without_errors(tmp_path):
     output.write_text("# Notes kept around the table\n")
     command = [sys.executable, "bench/bench.py", "--seconds=1", "--rounds=1", "--growth", "1"]
     command += ["--growth-seconds=1", "--rss-requests=200", f"--output={output}"]
-    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=120)
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
     text = output.read_text()
     assert text.startswith("# Notes kept around the table\n")
     first_table = text.split("\n\n| target")[1].split("\n\n")[0].splitlines()[2:]

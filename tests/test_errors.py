@@ -1,5 +1,8 @@
 """Bad requests get a clear error page in the app's layout; a real failure gets a generic one."""
 
+import io
+from wsgiref.util import setup_testing_defaults
+
 import pytest
 
 import app
@@ -86,3 +89,13 @@ def test_a_crash_is_logged_and_shows_a_generic_500(wsgiapp, monkeypatch):
     res.mustcontain(no=["secret detail", "Traceback", "RuntimeError"])
     assert "Traceback" in res.errors
     assert "RuntimeError: secret detail" in res.errors
+
+
+def test_a_content_length_that_is_not_a_number_is_400():
+    # Waitress refuses these itself; other servers may pass the header through as sent.
+    environ = {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": "12abc", "wsgi.input": io.BytesIO()}
+    environ["CONTENT_TYPE"] = "application/x-www-form-urlencoded"
+    setup_testing_defaults(environ)
+    started = []
+    b"".join(app.application(environ, lambda status, *rest: started.append(status)))
+    assert started == ["400 Bad Request"]

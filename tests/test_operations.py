@@ -1,12 +1,14 @@
 """Running it: entry points, settings, health check, access log, working directory."""
 
 import logging
+import runpy
 import shlex
 import sys
 
 import bottle
+import waitress
 import webtest
-from helpers import ROOT, SERVER_COMMANDS, procfile_web_command, start_server
+from helpers import ROOT, SERVER_COMMANDS, exchange, procfile_web_command, start_server
 from waitress.adjustments import Adjustments
 
 import app
@@ -41,17 +43,24 @@ def test_each_request_logs_one_line_without_form_values(wsgiapp, caplog):
 
 
 def test_real_servers_log_each_request_and_where_they_listen(server):
-    webtest.TestApp(server.url).post("/", {"age": "secret-age"}, status=422)
-    output = server.output()
-    assert f"Serving on http://127.0.0.1:{server.port}" in output
-    assert "POST / 422 " in output
-    assert "secret" not in output
+    assert f"Serving on http://127.0.0.1:{server.port}" in server.output()
+    before = len(server.output())
+    webtest.TestApp(server.url).post("/logged", {"age": "secret-age"}, status=404)
+    forged = "/x%0AINFO:app:GET%20/forged%20200%201.0ms"  # a newline, then a fake log line
+    exchange(server, f"GET {forged} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    lines = server.output()[before:].splitlines()
+    assert [line.split()[:3] for line in lines] == [
+        ["INFO:app:POST", "/logged", "404"],
+        ["INFO:app:GET", "/x\\nINFO:app:GET", "/forged"],
+    ]
+    assert "secret" not in server.output()
 
 
 def test_templates_are_found_from_any_working_directory(wsgiapp, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(bottle, "TEMPLATES", {})
-    wsgiapp.get("/").mustcontain("Age and hobbies")
+    wsgiapp.post("/", {"age": "34"}).mustcontain("Age: 34")  # rendered now, not cached
+    wsgiapp.get("/nope", status=404).mustcontain("Back to the form")
 
 
 def test_app_py_runs_from_another_directory(tmp_path):
@@ -63,12 +72,13 @@ def test_app_py_runs_from_another_directory(tmp_path):
         server.stop()
 
 
-def test_app_py_listens_on_loopback_8080_by_default(tmp_path):
-    server = start_server(
-        SERVER_COMMANDS["python app.py"], tmp_path / "log", environ={"HOST": None, "PORT": None}
-    )
-    server.stop()
-    assert "Serving on http://127.0.0.1:8080" in server.output()
+def test_app_py_listens_on_loopback_8080_by_default(monkeypatch):
+    calls = []
+    monkeypatch.delenv("HOST", raising=False)
+    monkeypatch.delenv("PORT", raising=False)
+    monkeypatch.setattr(waitress, "serve", lambda app, **kwargs: calls.append(kwargs))
+    runpy.run_path(str(ROOT / "app.py"), run_name="__main__")
+    assert calls == [{"host": "127.0.0.1", "port": 8080, **app.SERVER}]
 
 
 def test_the_procfile_listens_on_all_interfaces_by_default(tmp_path):

@@ -55,10 +55,17 @@ def wait_until_refused(server, timeout=5):
     raise AssertionError(f"still accepting connections {timeout}s after SIGTERM")
 
 
-@pytest.fixture(params=list(SERVER_COMMANDS))
+# Two listen addresses make Waitress run a MultiSocketServer, which shutdown.py must find too.
+COMMANDS = {
+    **SERVER_COMMANDS,
+    "two addresses": SERVER_COMMANDS["procfile"].replace(":$PORT", ":$PORT --listen=127.0.0.1:0"),
+}
+
+
+@pytest.fixture(params=list(COMMANDS))
 def fresh_server(request, tmp_path):
     """A real server of its own, since the test stops it."""
-    server = start_server(SERVER_COMMANDS[request.param], tmp_path / "server.log")
+    server = start_server(COMMANDS[request.param], tmp_path / "server.log")
     yield server
     if server.process.poll() is None:
         server.process.kill()

@@ -3,21 +3,24 @@
 <form method="post" action="/">
   <p>
     <label for="age">Age</label>
-    <input type="text" id="age" name="age" value="{{values['age']}}" inputmode="numeric" autocomplete="off"
     % if "age" in errors:
-      aria-invalid="true" aria-describedby="age-error">
+    <input type="text" id="age" name="age" value="{{values['age']}}" inputmode="numeric" autocomplete="off" aria-invalid="true" aria-describedby="age-error">
     <span class="error" id="age-error">{{errors["age"]}}</span>
     % else:
-      >
+    <input type="text" id="age" name="age" value="{{values['age']}}" inputmode="numeric" autocomplete="off">
     % end
   </p>
-  <fieldset{{!' aria-describedby="hobbies-error"' if "hobbies" in errors else ""}}>
+  % if "hobbies" in errors:
+  <fieldset aria-describedby="hobbies-error">
+  % else:
+  <fieldset>
+  % end
     <legend>Hobbies</legend>
     % if "hobbies" in errors:
     <p class="error" id="hobbies-error">{{errors["hobbies"]}}</p>
     % end
     % for value, label in hobbies.items():
-    <label><input type="checkbox" name="hobbies" value="{{value}}"{{!" checked" if value in values["hobbies"] else ""}}> {{label}}</label>
+    <label><input type="checkbox" name="hobbies" value="{{value}}" {{"checked" if value in values["hobbies"] else ""}}> {{label}}</label>
     % end
   </fieldset>
   <p><button type="submit">Submit</button></p>
