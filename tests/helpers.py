@@ -2,6 +2,7 @@
 
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -9,6 +10,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the venv's bin: where waitress-serve lives
@@ -108,3 +111,27 @@ def exchange(server: Server, data: bytes, timeout: float = 5) -> bytes:
 def result_line(res) -> str:
     """Return the result paragraph's text, whitespace folded."""
     return " ".join(res.html.find(id="result").get_text().split())
+
+
+# Tools from Debian that some tests need; .ci/run installs them.
+INSTALL_HINTS = {
+    "chromium": "install Debian's browser with `apt-get install chromium`",
+    "java": "install Java for the Nu HTML validator with `apt-get install default-jre-headless`",
+    "wrk": "install the HTTP load generator with `apt-get install wrk`",
+}
+
+
+def in_ci() -> bool:
+    """Tell whether this run is CI's, where every test must run."""
+    return os.environ.get("CI", "").lower() not in ("", "0", "false")
+
+
+def require(program: str) -> str:
+    """Return a program's path; without it skip, but fail in CI, where nothing may skip."""
+    path = shutil.which(program)
+    if path is None:
+        message = f"{program} not found: {INSTALL_HINTS[program]}"
+        if in_ci():
+            pytest.fail(f"{message} (CI is set: these checks must run, not skip)", pytrace=False)
+        pytest.skip(message)
+    return path

@@ -3,12 +3,13 @@
 import subprocess
 import sys
 
-from helpers import ROOT
+from helpers import ROOT, require
 
 from bench.bench import MARK_END, MARK_START, TARGETS, record
 
 
 def test_one_short_round_measures_every_target_without_errors(tmp_path):
+    require("wrk")
     output = tmp_path / "results.md"
     output.write_text("# Notes kept around the table\n")
     command = [sys.executable, "bench/bench.py", "--seconds=1", "--rounds=1", "--growth", "1"]

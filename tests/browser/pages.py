@@ -1,10 +1,8 @@
 """For the browser tests and `make screenshots`: Debian's Chromium, and the four page states."""
 
-import os
 import re
-import shutil
 
-import pytest
+from helpers import INSTALL_HINTS, require  # noqa: F401 (the browser tests import them from here)
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright
 
 # As root, offline: no sandbox (root), no GPU (no screen), and none of Chromium's own traffic to
@@ -18,29 +16,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-INSTALL_HINTS = {
-    "chromium": "install Debian's browser with `apt-get install chromium`",
-    "java": "install Java for the Nu HTML validator with `apt-get install default-jre-headless`",
-}
 
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
-
-
-def in_ci() -> bool:
-    """Tell whether this run is CI's, where every test must run."""
-    return os.environ.get("CI", "").lower() not in ("", "0", "false")
-
-
-def require(program: str) -> str:
-    """Return a program's path; without it skip, but fail in CI, where nothing may skip."""
-    path = shutil.which(program)
-    if path is None:
-        message = f"{program} not found: {INSTALL_HINTS[program]}"
-        if in_ci():
-            pytest.fail(f"{message} (CI is set: these checks must run, not skip)", pytrace=False)
-        pytest.skip(message)
-    return path
 
 
 def launch(playwright: Playwright, executable: str) -> Browser:
