@@ -9,7 +9,15 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bottle import Bottle, HTTPError, abort, request, response, static_file, template
+from bottle import (
+    Bottle,
+    HTTPError,
+    SimpleTemplate,
+    abort,
+    request,
+    response,
+    static_file,
+)
 
 import shutdown
 
@@ -65,6 +73,9 @@ logging._srcfile = None
 logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
 
 app = Bottle()
+# Each view compiled once and held, rather than looked up by name on every call to template().
+FORM_VIEW = SimpleTemplate(name="form", lookup=VIEWS)
+ERROR_VIEW = SimpleTemplate(name="error", lookup=VIEWS)
 
 
 def validate(age: str, hobbies: list[str]) -> tuple[dict, dict]:
@@ -84,7 +95,7 @@ def validate(age: str, hobbies: list[str]) -> tuple[dict, dict]:
 
 def render_form(values: dict, errors: dict) -> str:
     """Render the form page with the given values and errors."""
-    return template("form", template_lookup=VIEWS, hobbies=HOBBIES, values=values, errors=errors)
+    return FORM_VIEW.render(hobbies=HOBBIES, values=values, errors=errors)
 
 
 def is_cross_origin(environ: dict) -> bool:
@@ -156,7 +167,7 @@ def healthz():
 def error_page(error: HTTPError) -> str:
     """Render any error in the app's own layout, without internals (Bottle logs tracebacks)."""
     message = ERROR_MESSAGES.get(error.status_code, error.status_line)
-    return template("error", template_lookup=VIEWS, status=error.status_line, message=message)
+    return ERROR_VIEW.render(status=error.status_line, message=message)
 
 
 app.default_error_handler = error_page
