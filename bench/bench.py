@@ -18,7 +18,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
+from floor import FORM  # noqa: E402  (one form body for every target and tool)
 from helpers import Server, procfile_web_command, start_server  # noqa: E402
 
 WRK_SCRIPT = ROOT / "bench" / "wrk.lua"
@@ -55,7 +56,7 @@ def wrk(server: Server, method: str, connections: int, seconds: int) -> dict:
     """Load a server with wrk for some seconds and return its results and the CPU it used."""
     command = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s"]
     command += ["--timeout", "5s", "-s", str(WRK_SCRIPT), server.url + "/"]
-    env = {**os.environ, **({"BENCH_POST": "1"} if method == "POST" else {})}
+    env = {**os.environ, **({"BENCH_POST": FORM.decode()} if method == "POST" else {})}
     cpu_before = cpu_ns(server.process.pid)
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
@@ -66,7 +67,7 @@ def wrk(server: Server, method: str, connections: int, seconds: int) -> dict:
 
 def fetch(url: str, method: str) -> tuple[int, int]:
     """Make one request as wrk does and return the status and the page size."""
-    body = b"age=34&hobbies=software&hobbies=tunning" if method == "POST" else None
+    body = FORM if method == "POST" else None
     headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
     connection = http.client.HTTPConnection(urlsplit(url).netloc, timeout=10)
     try:

@@ -11,9 +11,9 @@ from pathlib import Path
 from wsgiref.util import setup_testing_defaults
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import app  # noqa: E402
+from floor import FORM  # noqa: E402
 
-FORM = b"age=34&hobbies=software&hobbies=tunning"
+import app  # noqa: E402
 
 
 def environ(method: str) -> dict:

@@ -1,8 +1,8 @@
--- wrk script for the benchmark: GET / by default, or with BENCH_POST=1 a POST / of a valid form
--- as a browser sends it from the app's own page; prints the results as one JSON line at the end.
+-- wrk script for the benchmark: GET / by default, or with BENCH_POST=<urlencoded form> a POST / of
+-- that form as a browser sends it from the app's own page; prints the results as one JSON line.
 if os.getenv("BENCH_POST") then
    wrk.method = "POST"
-   wrk.body = "age=34&hobbies=software&hobbies=tunning"
+   wrk.body = os.getenv("BENCH_POST")
    wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
    wrk.headers["Sec-Fetch-Site"] = "same-origin"
    wrk.headers["Origin"] = "http://" .. wrk.host .. ":" .. wrk.port
