@@ -3,6 +3,7 @@
 # The pages, status lines and headers are the app's, captured once at import, so the floor sends
 # the same bytes per response as the app and stays in step when the templates change. Serving it
 # with the Procfile's command line gives the fastest any app can answer on these server settings.
+import contextlib
 import io
 from wsgiref.util import setup_testing_defaults
 
@@ -19,16 +20,15 @@ def capture(method: str, body: bytes = b"") -> tuple[str, list, bytes]:
         environ["CONTENT_LENGTH"] = str(len(body))
     setup_testing_defaults(environ)
     started = []
-    page = b"".join(app.application(environ, lambda *args: started.extend(args[:2])))
+    with contextlib.redirect_stderr(io.StringIO()):  # the captures are not requests: no log line
+        page = b"".join(app.application(environ, lambda *args: started.extend(args[:2])))
     status, headers = started
     if not status.startswith("200"):
         raise RuntimeError(f"the app answered {method} / with {status}")
     return status, headers, page
 
 
-app.log.disabled = True  # the captures are not requests
 PAGES = {"GET": capture("GET"), "POST": capture("POST", FORM)}
-app.log.disabled = False
 
 
 def application(environ, start_response):
