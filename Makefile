@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test stress fuzz bench screenshots clean
+.PHONY: run test stress fuzz bench ladder screenshots clean
 
 run: $(VENV)/.runtime
 	$(BIN)/python app.py
@@ -32,6 +32,12 @@ fuzz: $(VENV)/.dev
 bench: $(VENV)/.dev
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install -y wrk"; exit 1; }
 	$(BIN)/python bench/bench.py
+
+# Where the app's POST time goes: Bottle alone, then with parsing and rendering (bench/ladder.py).
+ladder: $(VENV)/.dev
+	@command -v wrk >/dev/null || { echo "make ladder needs wrk: apt-get install -y wrk"; exit 1; }
+	$(BIN)/python bench/bench.py --targets floor bottle parse render parse+render app \
+		--growth --rss-requests 0 --output bench/ladder.md
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)

@@ -35,6 +35,16 @@ TARGETS = {
     "floor": PROCFILE.replace("app:application", "bench.floor:application"),
     "seed": f"{shlex.quote(sys.executable)} bench/seed.py",
 }
+# The ladder (bench/ladder.py): Bottle doing only part of the app's work, on the same command line.
+LADDER = {
+    "bottle": "bottle_only",
+    "parse": "parse",
+    "render": "render",
+    "parse+render": "parse_render",
+}
+for name, callable_name in LADDER.items():
+    TARGETS[name] = PROCFILE.replace("app:application", f"bench.ladder:{callable_name}")
+DEFAULT_TARGETS = ["app", "floor", "seed"]
 
 
 def check_tools():
@@ -155,12 +165,19 @@ def report(args, sizes, main, growth, rss) -> str:
         rows.append([target, method, f"{m['rps']:.0f}", f"{m['p50_ms']:.2f}"])
         rows[-1] += [f"{m['p99_ms']:.2f}", f"{m['cpu_us']:.0f}", m["non2xx"], m["socket_errors"]]
         rows[-1].append(f"{status} {size}")
+        if ("floor", method) in main:
+            floor = main["floor", method]
+            rows[-1] += [f"{m['rps'] / floor['rps']:.2f}", f"{floor['cpu_us'] / m['cpu_us']:.2f}"]
     header = ["target", "method", "req/s", "p50 ms", "p99 ms", "server CPU µs/req", "non-2xx"]
     header.append("socket errors")
-    lines += table(rows, [*header, "status, bytes"]) + [""]
+    main_header = [*header, "status, bytes"]
+    if any(target == "floor" for target, _ in main):
+        main_header += ["req/s ÷ floor's", "floor's CPU ÷ CPU"]
+    lines += table(rows, main_header) + [""]
 
     verdicts = []
-    for method, floor_share in (("GET", 0.85), ("POST", 0.75)) if ("floor", "GET") in main else ():
+    compared = ("floor", "GET") in main and ("app", "GET") in main
+    for method, floor_share in (("GET", 0.85), ("POST", 0.75)) if compared else ():
         app, floor = main["app", method], main["floor", method]
         ratio, p99 = app["rps"] / floor["rps"], app["p99_ms"] / floor["p99_ms"]
         verdicts.append([f"{method} req/s app/floor", f"{ratio:.2f}", f">= {floor_share}"])
@@ -180,19 +197,21 @@ def report(args, sizes, main, growth, rss) -> str:
         verdicts[-1] += ["< 2 MiB", "met" if per_100k < 2 else "MISSED"]
     lines += table(verdicts, ["ratio", "measured", "target", ""]) + [""]
 
-    lines += [f"Growth: one {args.growth_seconds}s run per cell.", ""]
-    rows = []
-    for (target, method, connections), g in sorted(growth.items(), key=growth_order):
-        rows.append([target, method, connections, f"{g['rps']:.0f}", f"{g['p50_ms']:.2f}"])
-        rows[-1] += [f"{g['p99_ms']:.2f}", f"{g['cpu_us']:.0f}", g["non2xx"], g["socket_errors"]]
-    lines += table(rows, ["target", "method", "connections", *header[2:]]) + [""]
+    if growth:
+        lines += [f"Growth: one {args.growth_seconds}s run per cell.", ""]
+        rows = []
+        for (target, method, connections), g in sorted(growth.items(), key=growth_order):
+            rows.append([target, method, connections, f"{g['rps']:.0f}", f"{g['p50_ms']:.2f}"])
+            rows[-1] += [f"{g['p99_ms']:.2f}", f"{g['cpu_us']:.0f}", g["non2xx"]]
+            rows[-1].append(g["socket_errors"])
+        lines += table(rows, ["target", "method", "connections", *header[2:]]) + [""]
 
-    rows = [
-        [target, r["requests"], r["before"] / 1024, r["after"] / 1024] for target, r in rss.items()
-    ]
-    rows = [[t, n, f"{b:.1f}", f"{a:.1f}", f"{a - b:+.2f}"] for t, n, b, a in rows]
-    lines += ["RSS after a warm-up, then after serving the requests (GET and POST in turn):", ""]
-    lines += table(rows, ["target", "requests", "RSS before MiB", "RSS after MiB", "growth MiB"])
+    if rss:
+        rows = [[t, r["requests"], r["before"] / 1024, r["after"] / 1024] for t, r in rss.items()]
+        rows = [[t, n, f"{b:.1f}", f"{a:.1f}", f"{a - b:+.2f}"] for t, n, b, a in rows]
+        lines += ["RSS after a warm-up, then after serving the requests (GET and POST in turn):"]
+        header = ["target", "requests", "RSS before MiB", "RSS after MiB", "growth MiB"]
+        lines += [""] + table(rows, header)
     return "\n".join(lines) + "\n"
 
 
@@ -214,9 +233,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds, medians taken")
     parser.add_argument("--growth", type=int, nargs="*", default=[1, 16, 64, 256])
     parser.add_argument("--growth-seconds", type=int, default=3)
-    parser.add_argument("--rss-requests", type=int, default=100_000)
+    parser.add_argument("--rss-requests", type=int, default=100_000, help="0: no RSS runs")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results.md")
-    parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS))
+    parser.add_argument("--targets", nargs="+", choices=TARGETS, default=DEFAULT_TARGETS)
     args = parser.parse_args()
     check_tools()
 
@@ -232,7 +251,8 @@ def main():
                 for method in METHODS
             }
             rss = {}
-            for name in ("app", "floor") if args.rss_requests else ():
+            measured = [name for name in ("app", "floor") if name in args.targets]
+            for name in measured if args.rss_requests else ():
                 print(f"RSS: {args.rss_requests} requests to the {name}", file=sys.stderr)
                 rss[name] = rss_growth(servers[name], args.rss_requests)
             runs = {(name, method): [] for name in args.targets for method in METHODS}

@@ -14,6 +14,7 @@ def test_one_short_round_measures_every_target_without_errors(tmp_path):
     output.write_text("# Notes kept around the table\n")
     command = [sys.executable, "bench/bench.py", "--seconds=1", "--rounds=1", "--growth", "1"]
     command += ["--growth-seconds=1", "--rss-requests=200", f"--output={output}"]
+    command += ["--targets", *TARGETS]  # the ladder's rungs too: the parsing rung checks the form
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     text = output.read_text()
@@ -26,6 +27,7 @@ def test_one_short_round_measures_every_target_without_errors(tmp_path):
         assert float(row[2]) > 0  # req/s
         assert row[6] == "0"  # non-2xx
         assert row[8].split()[0] == "200"
+        assert float(row[9]) > 0  # req/s as a share of the floor's
 
 
 def test_recording_replaces_only_the_previous_results(tmp_path):
