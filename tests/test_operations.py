@@ -36,8 +36,21 @@ def test_each_request_logs_one_line_without_form_values(wsgiapp, capsys):
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2
     assert lines[0].startswith("access: POST / 422 ") and lines[0].endswith("ms")
-    assert lines[1].startswith("access: GET / 200 ")
+    assert lines[1].startswith("access: GET / 200 ") and lines[1].endswith("ms")
     assert "secret" not in "".join(lines)
+
+
+class BrokenStream:
+    """A log stream whose reader has gone away."""
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_broken_log_stream_does_not_fail_the_request(wsgiapp, monkeypatch):
+    monkeypatch.setattr(sys, "stderr", BrokenStream())
+    wsgiapp.get("/").mustcontain("Age and hobbies")
+    wsgiapp.post("/", {"age": "34"}).mustcontain("Age: 34")
 
 
 def test_real_servers_log_each_request_and_where_they_listen(server):
