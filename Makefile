@@ -36,7 +36,7 @@ bench: $(VENV)/.dev
 # Where the app's POST time goes: Bottle alone, then with parsing and rendering (bench/ladder.py).
 ladder: $(VENV)/.dev
 	@command -v wrk >/dev/null || { echo "make ladder needs wrk: apt-get install -y wrk"; exit 1; }
-	$(BIN)/python bench/bench.py --targets floor bottle parse render parse+render app \
+	$(BIN)/python bench/bench.py --targets floor fixed parse render parse_render app \
 		--growth --rss-requests 0 --output bench/ladder.md
 
 $(VENV)/.runtime: requirements.txt

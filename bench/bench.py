@@ -35,15 +35,10 @@ TARGETS = {
     "floor": PROCFILE.replace("app:application", "bench.floor:application"),
     "seed": f"{shlex.quote(sys.executable)} bench/seed.py",
 }
-# The ladder (bench/ladder.py): Bottle doing only part of the app's work, on the same command line.
-LADDER = {
-    "bottle": "bottle_only",
-    "parse": "parse",
-    "render": "render",
-    "parse+render": "parse_render",
-}
-for name, callable_name in LADDER.items():
-    TARGETS[name] = PROCFILE.replace("app:application", f"bench.ladder:{callable_name}")
+# The ladder's rungs (bench/ladder.py): Bottle doing part of the app's work, same command line.
+RUNGS = ["fixed", "parse", "render", "parse_render"]
+for name in RUNGS:
+    TARGETS[name] = PROCFILE.replace("app:application", f"bench.ladder:{name}")
 DEFAULT_TARGETS = ["app", "floor", "seed"]
 
 
