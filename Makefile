@@ -37,7 +37,7 @@ bench: $(VENV)/.dev
 ladder: $(VENV)/.dev
 	@command -v wrk >/dev/null || { echo "make ladder needs wrk: apt-get install -y wrk"; exit 1; }
 	$(BIN)/python bench/bench.py --targets floor fixed parse render parse_render app \
-		--growth --rss-requests 0 --output bench/ladder.md
+		--rounds 5 --seconds 4 --growth --rss-requests 0 --output bench/ladder.md
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)

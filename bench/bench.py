@@ -175,13 +175,13 @@ def report(args, sizes, main, growth, rss) -> str:
     for method, floor_share in (("GET", 0.85), ("POST", 0.75)) if compared else ():
         app, floor = main["app", method], main["floor", method]
         ratio, p99 = app["rps"] / floor["rps"], app["p99_ms"] / floor["p99_ms"]
-        verdicts.append([f"{method} req/s app/floor", f"{ratio:.2f}", f">= {floor_share}"])
+        verdicts.append([f"{method} req/s app/floor", f"{ratio:.3f}", f">= {floor_share}"])
         verdicts[-1].append("met" if ratio >= floor_share else "MISSED")
         # Less noisy on a shared machine: the server is CPU-bound, so rates go as 1 / CPU.
         cpu = floor["cpu_us"] / app["cpu_us"]
-        verdicts.append([f"{method} CPU/req floor/app", f"{cpu:.2f}", f">= {floor_share}"])
+        verdicts.append([f"{method} CPU/req floor/app", f"{cpu:.3f}", f">= {floor_share}"])
         verdicts[-1].append("met" if cpu >= floor_share else "MISSED")
-        verdicts.append([f"{method} p99 app/floor", f"{p99:.2f}", "<= 1.5"])
+        verdicts.append([f"{method} p99 app/floor", f"{p99:.3f}", "<= 1.5"])
         verdicts[-1].append("met" if p99 <= 1.5 else "MISSED")
     errors = sum(main[key]["non2xx"] for key in main if key[0] != "seed")
     verdicts.append(["non-2xx, app and floor", errors, "0", "met" if errors == 0 else "MISSED"])
