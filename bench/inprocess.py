@@ -2,30 +2,16 @@
 
 import contextlib
 import functools
-import io
 import os
 import sys
 import time
 import timeit
 from pathlib import Path
-from wsgiref.util import setup_testing_defaults
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from floor import FORM  # noqa: E402
+from floor import environ  # noqa: E402
 
 import app  # noqa: E402
-
-
-def environ(method: str) -> dict:
-    """Return a WSGI environ for the benchmark's GET / or POST / (as wrk.lua sends them)."""
-    env = {"REQUEST_METHOD": method, "wsgi.input": io.BytesIO(FORM)}
-    if method == "POST":
-        env["CONTENT_TYPE"] = "application/x-www-form-urlencoded"
-        env["CONTENT_LENGTH"] = str(len(FORM))
-        env["HTTP_SEC_FETCH_SITE"] = "same-origin"
-        env["HTTP_ORIGIN"] = "http://127.0.0.1"
-    setup_testing_defaults(env)
-    return env
 
 
 def request(method: str):

@@ -1,16 +1,14 @@
 """The benchmark script, run once with tiny durations so that it cannot rot (no timings checked)."""
 
-import io
 import subprocess
 import sys
-from wsgiref.util import setup_testing_defaults
 
 import pytest
 from helpers import ROOT, require
 
 from bench import ladder
 from bench.bench import MARK_END, MARK_START, RUNGS, TARGETS, record
-from bench.floor import FORM, PAGES
+from bench.floor import PAGES, environ
 
 
 def test_one_short_round_measures_every_target_without_errors(tmp_path):
@@ -45,12 +43,7 @@ def test_recording_replaces_only_the_previous_results(tmp_path):
 @pytest.mark.parametrize("name", RUNGS)
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_each_rung_answers_with_the_apps_page_and_headers(name, method):
-    environ = {"REQUEST_METHOD": method, "wsgi.input": io.BytesIO(FORM)}
-    if method == "POST":
-        environ["CONTENT_TYPE"] = "application/x-www-form-urlencoded"
-        environ["CONTENT_LENGTH"] = str(len(FORM))
-    setup_testing_defaults(environ)
     started = []
-    page = b"".join(getattr(ladder, name)(environ, lambda *args: started.extend(args[:2])))
+    page = b"".join(getattr(ladder, name)(environ(method), lambda *args: started.extend(args[:2])))
     status, headers, app_page = PAGES[method]
     assert (started[0], sorted(started[1]), page) == (status, sorted(headers), app_page)
