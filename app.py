@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from bottle import (
     Bottle,
@@ -42,6 +42,14 @@ SERVER = {
     "max_request_body_size": MAX_BODY,
     "max_request_header_size": 16 * 1024,
     "asyncore_use_poll": True,  # select() cannot watch more than 1024 sockets
+    # Idle connections are closed channel_timeout to channel_timeout + cleanup_interval seconds
+    # after their last byte: Waitress only looks every cleanup_interval seconds (default 30).
+    "cleanup_interval": 1,
+    # Behind the shipped proxy (deploy/), believe the client address and scheme it forwards;
+    # from anyone else, drop those headers (Waitress's default), so they cannot be forged.
+    "trusted_proxy": "127.0.0.1",
+    "trusted_proxy_headers": {"x-forwarded-for", "x-forwarded-proto"},
+    "clear_untrusted_proxy_headers": True,
 }
 
 SECURITY_HEADERS = [
@@ -51,7 +59,9 @@ SECURITY_HEADERS = [
         "base-uri 'none'; frame-ancestors 'none'",
     ),
     ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
+    # same-origin, not no-referrer: with no-referrer a browser sends `Origin: null` on the form's
+    # own POST, which the Origin check below must refuse (Fetch: "serializing a request origin").
+    ("Referrer-Policy", "same-origin"),
 ]
 
 # What each error page says; the status line's own phrase is its title.
@@ -69,7 +79,40 @@ ERROR_MESSAGES = {
 # line is written whole under this lock.
 ACCESS_LOG_LOCK = threading.Lock()
 
-app = Bottle()
+
+class FormApp(Bottle):
+    """Bottle, plus the security headers on every response and one access-log line a request.
+
+    Done in the app object itself, so that every name a server may be given for it
+    (`app:application`, or Bottle's usual `app:app`) serves the whole app.
+    """
+
+    def wsgi(self, environ, start_response):
+        started = time.perf_counter()
+        status = "500 Internal Server Error"
+
+        def start_with_headers(status_line, headers, exc_info=None):
+            nonlocal status
+            status = status_line
+            return start_response(status_line, headers + SECURITY_HEADERS, exc_info)
+
+        try:
+            return super().wsgi(environ, start_with_headers)
+        finally:
+            elapsed = (time.perf_counter() - started) * 1000
+            fields = [
+                environ.get("REMOTE_ADDR", "-"),
+                environ.get("wsgi.url_scheme", "-"),
+                loggable(environ.get("REQUEST_METHOD", ""), 20),
+                loggable(environ.get("bottle.raw_path", environ.get("PATH_INFO", ""))),
+                status.split(" ")[0],
+                f"{elapsed:.1f}ms",
+            ]
+            access_log(" ".join(fields))
+
+
+app = FormApp()
+application = app  # the name servers import: `waitress-serve app:application`
 # Each view compiled once and held, rather than looked up by name on every call to template().
 FORM_VIEW = SimpleTemplate(name="form", lookup=VIEWS)
 ERROR_VIEW = SimpleTemplate(name="error", lookup=VIEWS)
@@ -170,23 +213,10 @@ def error_page(error: HTTPError) -> str:
 app.default_error_handler = error_page
 
 
-def application(environ, start_response):
-    """The WSGI entry point: the app, plus the security headers and an access-log line."""
-    started = time.perf_counter()
-    status = "500 Internal Server Error"
-
-    def start_with_headers(status_line, headers, exc_info=None):
-        nonlocal status
-        status = status_line
-        return start_response(status_line, headers + SECURITY_HEADERS, exc_info)
-
-    try:
-        return app(environ, start_with_headers)
-    finally:
-        method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO", "")
-        path = path.encode("unicode_escape").decode()  # one line, always
-        elapsed = (time.perf_counter() - started) * 1000
-        access_log(f"{method} {path} {status.split(' ')[0]} {elapsed:.1f}ms")
+def loggable(text: str, limit: int = 200) -> str:
+    """Return request text as one log token: percent-encoded (no spaces or controls), capped."""
+    token = quote(text.encode("latin-1", "replace"), safe="/:@!$&'()*+,;=~")
+    return token if len(token) <= limit else f"{token[:limit]}...({len(token)}B)"
 
 
 def access_log(line: str) -> None:

@@ -68,7 +68,7 @@ def request_each_kind(testapp):
 def test_every_response_carries_the_security_headers(testapp):
     for res in request_each_kind(testapp):
         assert res.headers["X-Content-Type-Options"] == "nosniff", res.request.path
-        assert res.headers["Referrer-Policy"] == "no-referrer"
+        assert res.headers["Referrer-Policy"] == "same-origin"
         policy = dict(
             part.strip().split(" ", 1) for part in res.headers["Content-Security-Policy"].split(";")
         )

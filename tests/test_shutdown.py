@@ -58,7 +58,7 @@ def wait_until_refused(server, timeout=5):
 # Two listen addresses make Waitress run a MultiSocketServer, which shutdown.py must find too.
 COMMANDS = {
     **SERVER_COMMANDS,
-    "two addresses": SERVER_COMMANDS["procfile"].replace(":$PORT", ":$PORT --listen=127.0.0.1:0"),
+    "two addresses": SERVER_COMMANDS["procfile"].replace(" app:", " --listen=127.0.0.1:0 app:"),
 }
 
 
