@@ -10,8 +10,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
+import webtest.forms
+
+import app
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the venv's bin: where waitress-serve lives
@@ -111,6 +115,33 @@ def exchange(server: Server, data: bytes, timeout: float = 5) -> bytes:
 def result_line(res) -> str:
     """Return the result paragraph's text, whitespace folded."""
     return " ".join(res.html.find(id="result").get_text().split())
+
+
+def example(**changes) -> dict[str, list[str]]:
+    """Return the app's example submission, field -> values, with the given fields changed."""
+    return {**app.EXAMPLE, **{name: list(values) for name, values in changes.items()}}
+
+
+def encoded(**changes) -> bytes:
+    """Return the example submission, with the given fields changed, as a urlencoded body."""
+    return urlencode(example(**changes), doseq=True).encode()
+
+
+def fill(form: webtest.forms.Form, **changes) -> webtest.forms.Form:
+    """Fill a page's form as a person would with the example submission, changed as given."""
+    for name, values in example(**changes).items():
+        for field in form.fields[name]:
+            if isinstance(field, webtest.forms.Checkbox):
+                field.checked = field._value in values  # _value: the box's value attribute
+            else:
+                field.value = values[0]
+    return form
+
+
+def hobbies_shown(hobbies: list[str]) -> str:
+    """Return the result's hobbies part for these chosen values, as the page must show it."""
+    labels = [label for value, label in app.HOBBIES.items() if value in hobbies]
+    return "Hobbies: " + (", ".join(labels) or "No Hobbies?")
 
 
 # Tools from Debian that some tests need; .ci/run installs them.
