@@ -15,6 +15,7 @@ from urllib.parse import quote, urlsplit
 
 from bottle import (
     Bottle,
+    FormsDict,
     HTTPError,
     SimpleTemplate,
     abort,
@@ -238,7 +239,7 @@ def read_form():
 @functools.cache
 def empty_form() -> bytes:
     """Render and encode the empty form once: it is the same page for every request."""
-    return render_form({"age": "", "hobbies": []}, {}).encode()
+    return render_form(validate(FormsDict())[0], {}).encode()  # an empty submission's values
 
 
 @app.route("/", method=["GET", "HEAD"])

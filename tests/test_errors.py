@@ -19,6 +19,11 @@ def multipart(*parts: bytes, boundary: bytes = b"zz") -> bytes:
     )
 
 
+def pairs(submission: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """Return a submission's (name, value) pairs, in order."""
+    return [(name, value) for name, values in submission.items() for value in values]
+
+
 def field(name: str, value: bytes, headers: bytes = b"") -> bytes:
     """Return one multipart part for a form field."""
     return b'Content-Disposition: form-data; name="%s"\r\n%s\r\n%s' % (
@@ -75,8 +80,9 @@ def test_media_types_and_parameter_names_are_case_insensitive(testapp, content_t
 
 
 def test_a_multipart_body_is_read_as_multipart_whatever_the_case_of_its_type(testapp):
-    # Read as urlencoded, the second part would set the age to 77.
-    body = multipart(field("age", b"41"), field("x", b"x&age=77&y"), boundary=b"AbC")
+    # Read as urlencoded, the last part would set the age to 77.
+    parts = [field(name, value.encode()) for name, value in pairs(example(age=["41"]))]
+    body = multipart(*parts, field("x", b"x&age=77&y"), boundary=b"AbC")
     res = post_raw(testapp, body, "Multipart/Form-Data; Boundary=AbC")
     assert "Age: 41 " in result_line(res)
 
@@ -130,10 +136,11 @@ def test_a_file_upload_is_400_not_dropped(testapp):
 @pytest.mark.parametrize("kind", ["urlencoded", "multipart"])
 def test_more_fields_than_the_limit_are_refused_before_parsing(testapp, kind):
     def body(count: int) -> tuple[bytes, str]:
-        pairs = [("age", "34")] + [("hobbies", next(iter(app.HOBBIES)))] * (count - 1)
+        fields = pairs(example())
+        fields += [("hobbies", next(iter(app.HOBBIES)))] * (count - len(fields))
         if kind == "urlencoded":
-            return "&".join(f"{name}={value}" for name, value in pairs).encode(), URLENCODED
-        parts = [field(name, value.encode()) for name, value in pairs]
+            return "&".join(f"{name}={value}" for name, value in fields).encode(), URLENCODED
+        parts = [field(name, value.encode()) for name, value in fields]
         return multipart(*parts), "multipart/form-data; boundary=zz"
 
     post_raw(testapp, *body(app.MAX_FIELDS), status=200)

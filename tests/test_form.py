@@ -17,7 +17,7 @@ def test_the_seed_hobbies_are_offered_with_their_labels(testapp):
     res = testapp.get("/")
     boxes = {box["value"]: box.parent.get_text(strip=True) for box in checkboxes(res)}
     assert SEED_HOBBIES.items() <= boxes.items()
-    assert result_line(res) == "Age: Empty Hobbies: No Hobbies?"
+    assert "Age: Empty Hobbies: No Hobbies?" in result_line(res)
 
 
 def checkboxes(res) -> list:
