@@ -122,9 +122,21 @@ def test_the_logged_path_is_one_unambiguous_token(wsgiapp, capsys, path):
 
 def test_a_long_path_is_logged_capped(wsgiapp, capsys):
     wsgiapp.get("/" + "%01" * 5000, status=404)
+    wsgiapp.get("/x...(999B)", status=404)  # a path that looks like the mark of a capped one
+    long, looks_capped = capsys.readouterr().err.splitlines()
+    assert len(long) < 300
+    assert "...(15001B)" in long
+    assert "/x...%28999B%29 " in looks_capped
+
+
+def test_a_forwarded_client_address_is_one_token(wsgiapp, capsys):
+    # Waitress takes REMOTE_ADDR from X-Forwarded-For when the trusted proxy sends it.
+    forged = "203.0.113.9 https GET /admin 200 0.1ms\x85"
+    wsgiapp.get("/healthz", extra_environ={"REMOTE_ADDR": forged})
     [line] = capsys.readouterr().err.splitlines()
-    assert len(line) < 300
-    assert "...(15001B)" in line
+    fields = line.split()
+    assert fields[2:5] == ["http", "GET", "/healthz"]
+    assert fields[1].startswith("203.0.113.9%20https%20GET%20/admin")
 
 
 def waitress_lines(capsys, log) -> list[str]:
@@ -177,7 +189,7 @@ def test_task_queue_warnings_are_summarised_not_flooded(capsys, monkeypatch):
     lines = waitress_lines(capsys, log)
     assert lines == [
         "Task queue depth is 1",
-        f"Task queue depth is 1 (999 such warnings in the last {app.OneLineRecords.QUIET:.0f} s)",
+        "Task queue depth is 1 (999 more since the last one logged)",
     ]
 
 
@@ -199,6 +211,8 @@ def test_every_name_for_the_app_serves_the_whole_app(tmp_path, name):
     [
         ({"PORT": "eighty"}, "PORT must be a port number from 1 to 65535, not 'eighty'"),
         ({"PORT": "70000"}, "PORT must be a port number from 1 to 65535, not '70000'"),
+        ({"PORT": "²"}, "PORT must be a port number from 1 to 65535, not '²'"),
+        ({"PORT": "٨٠٨٠"}, "PORT must be a port number from 1 to 65535, not '٨٠٨٠'"),
         ({"HOST": "no-such-host.invalid"}, "cannot listen on no-such-host.invalid:"),
         ({"HOST": "192.0.2.1"}, "cannot listen on 192.0.2.1:"),
     ],

@@ -2,6 +2,8 @@
 
 import pytest
 
+import app
+
 
 @pytest.mark.parametrize(
     ("path", "content_type"),
@@ -46,9 +48,21 @@ def test_range_requests_get_the_whole_file(testapp, value):
     assert testapp.get("/static/style.css", headers={"Range": value}).body == whole
 
 
+def test_missing_files_are_not_remembered(wsgiapp):
+    for index in range(100):
+        wsgiapp.get(f"/static/missing-{index}.css", status=404)
+    assert app.static_assets.cache_info().currsize == 1  # one table of the files, not a name each
+
+
 @pytest.mark.parametrize(
     "path",
-    ["/static/nothing.css", "/static/../app.py", "/static/%2e%2e/app.py", "/static/.gitignore"],
+    [
+        "/static/" + "a" * 300 + ".css",
+        "/static/nothing.css",
+        "/static/../app.py",
+        "/static/%2e%2e/app.py",
+        "/static/.gitignore",
+    ],
 )
 def test_only_files_inside_static_are_served(testapp, path):
     res = testapp.get(path, status=404)
