@@ -3,17 +3,23 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test stress fuzz bench ladder screenshots clean
+.PHONY: run run-proxy test stress fuzz bench ladder screenshots clean
 
 run: $(VENV)/.runtime
 	$(BIN)/python app.py
 
-# bandit: the app strictly; tests and bench may assert and start servers and wrk (B101, B404, B603, B607).
+# The app behind the shipped nginx (deploy/), as on a server: https://127.0.0.1:8443/ (or $PORT),
+# with a self-signed certificate made on first use. Needs nginx and openssl.
+run-proxy: $(VENV)/.runtime
+	$(BIN)/python deploy/run_proxy.py
+
+# bandit: the app strictly; tests, bench and deploy's local runner may assert and start servers,
+# wrk, nginx and openssl (B101, B404, B603, B607).
 test: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/bandit -q -r . -x ./$(VENV),./tests,./bench
-	$(BIN)/bandit -q -r tests bench -s B101,B404,B603,B607
+	$(BIN)/bandit -q -r . -x ./$(VENV),./tests,./bench,./deploy
+	$(BIN)/bandit -q -r tests bench deploy -s B101,B404,B603,B607
 	$(BIN)/pytest
 
 # PNGs of the page's four states for the docs, from the app served as in production.
@@ -50,4 +56,4 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .run
