@@ -8,11 +8,15 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright
 import app
 
 # As root, offline: no sandbox (root), no GPU (no screen), and none of Chromium's own traffic to
-# Google, whose refused connections would only slow it down.
+# Google, whose refused connections would only slow it down; no QUIC, which nginx here does not
+# speak. form.test is a host name for tests/browser/test_host_names.py: there, over plain HTTP,
+# Chromium sends what a LAN user's browser sends (to 127.0.0.1 it sends what localhost gets).
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
+    "--disable-quic",
+    "--host-resolver-rules=MAP form.test 127.0.0.1",
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
