@@ -6,9 +6,8 @@ import sys
 import pytest
 from helpers import ROOT, require
 
-from bench import ladder
+from bench import floor, ladder
 from bench.bench import MARK_END, MARK_START, RUNGS, TARGETS, record
-from bench.floor import PAGES, environ
 
 
 def test_one_short_round_measures_every_target_without_errors(tmp_path):
@@ -44,6 +43,7 @@ def test_recording_replaces_only_the_previous_results(tmp_path):
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_each_rung_answers_with_the_apps_page_and_headers(name, method):
     started = []
-    page = b"".join(getattr(ladder, name)(environ(method), lambda *args: started.extend(args[:2])))
-    status, headers, app_page = PAGES[method]
+    rung = getattr(ladder, name)
+    page = b"".join(rung(floor.environ(method), lambda *args: started.extend(args[:2])))
+    status, headers, app_page = floor.page(method)
     assert (started[0], sorted(started[1]), page) == (status, sorted(headers), app_page)
