@@ -26,7 +26,8 @@ test: $(VENV)/.dev
 screenshots: $(VENV)/.dev
 	PYTHONPATH=tests $(BIN)/python tests/browser/screenshots.py docs/screenshots
 
-# The abuse tests that load a real server for longer than `make test` should take.
+# The tests that load real servers for longer than `make test` should take: the abuse tests,
+# and the benchmark script against every target (make test runs it on the app and floor only).
 stress: $(VENV)/.dev
 	$(BIN)/pytest -m stress
 

@@ -6,21 +6,27 @@ the page with SimpleTemplate. They answer with the app's pages and headers, like
 run no validation, no cross-origin check and write no access-log line.
 """
 
+import functools
+
 import bottle
 
 import app
-from bench.floor import PAGES
+from bench.floor import page
 
 EXPECTED = {"age": "34", "hobbies": ["software", "tunning"]}  # what floor.FORM holds
-# The app's headers for each method that Bottle does not send by itself.
 BOTTLES_OWN = {"Content-Length", "Content-Type"}
-HEADERS = {method: [h for h in PAGES[method][1] if h[0] not in BOTTLES_OWN] for method in PAGES}
+
+
+@functools.cache
+def extra_headers(method: str) -> list[tuple[str, str]]:
+    """Return the app's headers for GET or POST that Bottle does not send by itself."""
+    return [header for header in page(method)[1] if header[0] not in BOTTLES_OWN]
 
 
 def make_rung(parses: bool, renders: bool):
     """Return a WSGI app: Bottle, parsing and rendering a POST only if told to."""
     rung = bottle.Bottle()
-    rung.get("/")(lambda: PAGES["GET"][2])
+    rung.get("/")(lambda: page("GET")[2])
 
     @rung.post("/")
     def submit():
@@ -30,11 +36,12 @@ def make_rung(parses: bool, renders: bool):
             form = bottle.request.forms.decode("utf-8")
             values = {"age": form.get("age", ""), "hobbies": form.getall("hobbies")}
             assert values == EXPECTED, values  # a rung that parses nothing proves nothing
-        return app.render_form(values, {}) if renders else PAGES["POST"][2]
+        return app.render_form(values, {}) if renders else page("POST")[2]
 
     def application(environ, start_response):
         """Add the app's headers the way app.application does: one list concatenation."""
-        extra = HEADERS.get(environ["REQUEST_METHOD"], [])
+        method = environ["REQUEST_METHOD"]
+        extra = extra_headers(method) if method in ("GET", "POST") else []
 
         def start_with_headers(status, headers, exc_info=None):
             return start_response(status, headers + extra, exc_info)

@@ -1,4 +1,4 @@
-"""The benchmark script, run once with tiny durations so that it cannot rot (no timings checked)."""
+"""The benchmark script, run with tiny durations so that it cannot rot (no timings checked)."""
 
 import subprocess
 import sys
@@ -6,29 +6,50 @@ import sys
 import pytest
 from helpers import ROOT, require
 
-from bench import ladder
-from bench.bench import MARK_END, MARK_START, RUNGS, TARGETS, record
-from bench.floor import PAGES, environ
+from bench import floor, ladder
+from bench.bench import MARK_END, MARK_START, METHODS, RUNGS, TARGETS, record
+
+SHORT = ["--seconds=1", "--rounds=1"]
 
 
-def test_one_short_round_measures_every_target_without_errors(tmp_path):
+@pytest.mark.parametrize(
+    ("arguments", "measured"),
+    [
+        # `make test`: one second per cell, the pair every ratio needs, and POST, which sends the
+        # form and its Origin through wrk.lua; the app answers 200 only if all of it is right.
+        pytest.param(
+            [*SHORT, "--growth", "--rss-requests=0", "--targets", "app", "floor"]
+            + ["--methods", "POST"],
+            [("app", "POST"), ("floor", "POST")],
+            id="app and floor",
+        ),
+        # `make stress`: every target (the ladder's parsing rung checks the form), both methods,
+        # the growth and RSS runs.
+        pytest.param(
+            [*SHORT, "--growth", "1", "--growth-seconds=1", "--rss-requests=200"]
+            + ["--targets", *TARGETS],
+            [(target, method) for target in TARGETS for method in METHODS],
+            id="every target",
+            marks=pytest.mark.stress,
+        ),
+    ],
+)
+def test_a_short_run_measures_its_targets_without_errors(tmp_path, arguments, measured):
     require("wrk")
     output = tmp_path / "results.md"
     output.write_text("# Notes kept around the table\n")
-    command = [sys.executable, "bench/bench.py", "--seconds=1", "--rounds=1", "--growth", "1"]
-    command += ["--growth-seconds=1", "--rss-requests=200", f"--output={output}"]
-    command += ["--targets", *TARGETS]  # the ladder's rungs too: the parsing rung checks the form
-    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    command = [sys.executable, "bench/bench.py", *arguments, f"--output={output}"]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     text = output.read_text()
     assert text.startswith("# Notes kept around the table\n")
     first_table = text.split("\n\n| target")[1].split("\n\n")[0].splitlines()[2:]
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in first_table]
     main = {(row[0], row[1]): row for row in rows}
-    assert set(main) == {(target, method) for target in TARGETS for method in ("GET", "POST")}
+    assert set(main) == set(measured)
     for row in main.values():
         assert float(row[2]) > 0  # req/s
-        assert row[6] == "0"  # non-2xx
+        assert row[6] == "0", text  # non-2xx
         assert row[8].split()[0] == "200"
         assert float(row[9]) > 0  # req/s as a share of the floor's
 
@@ -44,6 +65,7 @@ def test_recording_replaces_only_the_previous_results(tmp_path):
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_each_rung_answers_with_the_apps_page_and_headers(name, method):
     started = []
-    page = b"".join(getattr(ladder, name)(environ(method), lambda *args: started.extend(args[:2])))
-    status, headers, app_page = PAGES[method]
+    rung = getattr(ladder, name)
+    page = b"".join(rung(floor.environ(method), lambda *args: started.extend(args[:2])))
+    status, headers, app_page = floor.page(method)
     assert (started[0], sorted(started[1]), page) == (status, sorted(headers), app_page)
