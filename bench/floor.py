@@ -8,11 +8,12 @@ import contextlib
 import functools
 import io
 import threading
+from urllib.parse import urlencode
 from wsgiref.util import setup_testing_defaults
 
 import app
 
-FORM = b"age=34&hobbies=software&hobbies=tunning"
+FORM = urlencode(app.EXAMPLE, doseq=True).encode()  # the app's valid example submission
 
 # redirect_stderr swaps the process's sys.stderr: two server threads capturing at once must not
 # interleave, or one would restore the other's StringIO.
