@@ -213,12 +213,12 @@ class Proxy:
 PROXY_COMMAND = f"{shlex.quote(sys.executable)} deploy/run_proxy.py"
 
 
-def start_proxy(folder: Path) -> Proxy:
+def start_proxy(folder: Path, command: str = PROXY_COMMAND) -> Proxy:
     """Run deploy/run_proxy.py as `make run-proxy` does, its files in `folder`; wait for it."""
     require("nginx")
     require("openssl")
     run_dir = folder / "run"
-    server = start_server(PROXY_COMMAND, folder / "proxy.log", environ={"RUN_DIR": str(run_dir)})
+    server = start_server(command, folder / "proxy.log", environ={"RUN_DIR": str(run_dir)})
     said = re.compile(r"in front of the app on http://127.0.0.1:(\d+)")
     deadline = time.monotonic() + 5
     while not (found := said.search(server.output())):
