@@ -9,12 +9,14 @@ run: $(VENV)/.runtime
 	$(BIN)/python app.py
 
 # bandit: the app strictly; tests and bench may assert and start servers and wrk (B101, B404, B603, B607).
+# pytest on one process per core (pytest-xdist), each with its own servers and browser; worksteal
+# hands a worker that finishes early tests from the other's queue, as the fuzz tests run long.
 test: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/bandit -q -r . -x ./$(VENV),./tests,./bench
 	$(BIN)/bandit -q -r tests bench -s B101,B404,B603,B607
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist worksteal
 
 # PNGs of the page's four states for the docs, from the app served as in production.
 screenshots: $(VENV)/.dev
