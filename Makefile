@@ -11,17 +11,23 @@ VENV_3_13 := .venv-3.13
 # hands a worker that finishes early tests from the other's queue, as the fuzz tests run long.
 PARALLEL := -n auto --dist worksteal
 
-.PHONY: run test test-3.13 stress fuzz bench ladder screenshots clean
+.PHONY: run run-proxy test test-3.13 stress fuzz bench ladder screenshots clean
 
 run: $(VENV)/.runtime
 	$(BIN)/python app.py
 
-# bandit: the app strictly; tests and bench may assert and start servers and wrk (B101, B404, B603, B607).
+# The app behind the shipped nginx (deploy/), as on a server: https://127.0.0.1:8443/ (or $PORT),
+# with a self-signed certificate made on first use. Needs nginx and openssl.
+run-proxy: $(VENV)/.runtime
+	$(BIN)/python deploy/run_proxy.py
+
+# bandit: the app strictly; tests, bench and deploy's local runner may assert and start servers,
+# wrk, nginx and openssl (B101, B404, B603, B607).
 test: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/bandit -q -r . -x ./$(VENV),./$(VENV_3_13),./tests,./bench
-	$(BIN)/bandit -q -r tests bench -s B101,B404,B603,B607
+	$(BIN)/bandit -q -r . -x ./$(VENV),./$(VENV_3_13),./tests,./bench,./deploy
+	$(BIN)/bandit -q -r tests bench deploy -s B101,B404,B603,B607
 	$(BIN)/pytest $(PARALLEL)
 
 # The same tests on Python 3.13, in .venv-3.13 (the lint is the same on any Python: not again).
@@ -73,4 +79,4 @@ $(VENV_3_13)/.dev: requirements.txt requirements-dev.txt
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(VENV_3_13) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VENV_3_13) .pytest_cache .ruff_cache .hypothesis .run

@@ -1,23 +1,26 @@
 """The form app: an age and some hobbies, validated and shown back, served by Waitress."""
 
 import functools
+import hashlib
 import logging
+import mimetypes
 import os
 import re
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from bottle import (
     Bottle,
+    FormsDict,
     HTTPError,
     SimpleTemplate,
     abort,
     request,
     response,
-    static_file,
 )
 
 import shutdown
@@ -30,6 +33,8 @@ STATIC = HERE / "static"
 # kept so that clients of the old form keep working.
 HOBBIES = {"software": "Software", "tunning": "Auto Tuning"}
 MAX_AGE = 150
+# A valid submission, field -> values: what the tests and the benchmark send.
+EXAMPLE = {"age": ["34"], "hobbies": list(HOBBIES)}
 FORM_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data"}
 
 # Waitress settings for `python app.py`; tests/test_operations.py keeps the Procfile equal to them.
@@ -64,7 +69,7 @@ SECURITY_HEADERS = [
     ("Referrer-Policy", "same-origin"),
 ]
 
-# What each error page says; the status line's own phrase is its title.
+# What each error page says; the status line's own phrase is its title. A refusal may say more.
 ERROR_MESSAGES = {
     400: "The form data could not be read. Send it from the form, as UTF-8 text.",
     403: "This form only accepts submissions from its own page.",
@@ -74,10 +79,25 @@ ERROR_MESSAGES = {
     415: "Send the form as application/x-www-form-urlencoded or multipart/form-data.",
     500: "Something went wrong on our side. Please try again later.",
 }
+# The form sends at most one field per control; more are refused before they are parsed, so a
+# request's work stays bounded (OWASP: limit the number of parameters). A test keeps the form under.
+MAX_FIELDS = 32
+TOO_MANY_FIELDS = f"The submission has too many fields: the form has fewer than {MAX_FIELDS}."
+NO_FILES = "This form takes no files: send it from the form."
+BAD_PATH = "This address is not valid: its %-escapes must be UTF-8."
+# Characters HTML forbids in a page (controls other than white space, noncharacters): refused,
+# never echoed.
+NONCHARACTERS = "".join(
+    chr(plane + 0xFFFE) + chr(plane + 0xFFFF) for plane in range(0, 0x110000, 0x10000)
+)
+NOT_TEXT = re.compile(f"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\ufdd0-\ufdef{NONCHARACTERS}]")
+# Multipart boundaries that Bottle reads exactly as the app does (no quotes, commas or spaces).
+BOUNDARY = re.compile(r'[^\s",;\\]{1,70}', re.ASCII)
+FILE_NAME = re.compile(r";\s*filename", re.IGNORECASE)  # filename= or filename*=: a file
 
-# Requests on several threads write access-log lines; text streams are not thread-safe, so each
-# line is written whole under this lock.
-ACCESS_LOG_LOCK = threading.Lock()
+# Requests on several threads write log lines; text streams are not thread-safe, so each line is
+# written whole under this lock.
+LOG_LOCK = threading.Lock()
 
 
 class FormApp(Bottle):
@@ -88,6 +108,7 @@ class FormApp(Bottle):
     """
 
     def wsgi(self, environ, start_response):
+        """Answer one request, with the security headers, and log it."""
         started = time.perf_counter()
         status = "500 Internal Server Error"
 
@@ -96,19 +117,24 @@ class FormApp(Bottle):
             status = status_line
             return start_response(status_line, headers + SECURITY_HEADERS, exc_info)
 
+        environ["wsgi.errors"] = OneLineErrors(environ["wsgi.errors"])  # Bottle's tracebacks
         try:
             return super().wsgi(environ, start_with_headers)
         finally:
             elapsed = (time.perf_counter() - started) * 1000
             fields = [
-                environ.get("REMOTE_ADDR", "-"),
-                environ.get("wsgi.url_scheme", "-"),
+                loggable(environ.get("REMOTE_ADDR") or "-", 50),  # from X-Forwarded-For too
+                environ.get("wsgi.url_scheme") or "-",
                 loggable(environ.get("REQUEST_METHOD", ""), 20),
                 loggable(environ.get("bottle.raw_path", environ.get("PATH_INFO", ""))),
                 status.split(" ")[0],
                 f"{elapsed:.1f}ms",
             ]
-            access_log(" ".join(fields))
+            log_line("access: " + " ".join(fields))
+
+
+class Refusal(HTTPError):
+    """A 4xx whose message says exactly what was wrong with the request."""
 
 
 app = FormApp()
@@ -118,15 +144,18 @@ FORM_VIEW = SimpleTemplate(name="form", lookup=VIEWS)
 ERROR_VIEW = SimpleTemplate(name="error", lookup=VIEWS)
 
 
-def validate(age: str, hobbies: list[str]) -> tuple[dict, dict]:
-    """Return the cleaned form values and a dict of error messages by field name."""
+def validate(form) -> tuple[dict, dict]:
+    """Return the cleaned values of a submitted form (a Bottle FormsDict) and errors by field."""
     errors = {}
-    age = age.strip()
+    age = (form.getall("age") or [""])[
+        0
+    ].strip()  # a repeated field: the first counts, as in the seed
     digits = re.fullmatch(r"0*([0-9]{1,3})", age)
     if digits and int(digits[1]) <= MAX_AGE:
         age = str(int(digits[1]))
     elif age:
         errors["age"] = f"Enter your age as a whole number from 0 to {MAX_AGE}, like 34."
+    hobbies = form.getall("hobbies")
     if not set(hobbies) <= HOBBIES.keys():
         errors["hobbies"] = "Choose only from the hobbies listed."
     chosen = [value for value in HOBBIES if value in hobbies]
@@ -153,19 +182,89 @@ def is_cross_origin(environ: dict) -> bool:
 
 
 @app.hook("before_request")
-def refuse_cross_origin():
-    """Refuse state-changing requests sent by another site."""
+def check_request():
+    """Refuse a path that is not UTF-8, and state-changing requests sent by another site."""
+    try:
+        request.environ["bottle.raw_path"].encode("latin-1").decode("utf-8")
+    except UnicodeError:  # Bottle would drop the bad bytes and serve another path
+        raise Refusal(400, BAD_PATH) from None
     if request.method not in ("GET", "HEAD", "OPTIONS") and is_cross_origin(request.environ):
         abort(403)
+
+
+def media_type(header: str) -> tuple[str, dict]:
+    """Split a Content-Type into its media type and parameters, names lower-cased (RFC 9110 8.3)."""
+    kind, *pairs = header.split(";")
+    params = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if name.strip():  # a bare `;` is allowed
+            params[name.strip().lower()] = value.strip().strip('"')
+    return kind.strip().lower(), params
+
+
+def read_form():
+    """Return the submitted form as UTF-8 text, or refuse it with the 4xx that says why."""
+    kind, params = media_type(request.environ.get("CONTENT_TYPE", ""))  # not lower-cased
+    if kind not in FORM_TYPES:
+        abort(415)
+    if params.get("charset", "utf-8").lower() not in ("utf-8", "utf8"):
+        abort(400)
+    try:
+        if request.content_length >= MAX_BODY:
+            abort(413)  # Waitress refuses these before reading them; this covers other servers
+    except ValueError:  # a Content-Length that is not a number
+        abort(400)
+    body = request.body.read()
+    if kind == "multipart/form-data":
+        boundary = params.get("boundary", "")
+        if not BOUNDARY.fullmatch(boundary):
+            abort(400)
+        check_parts(body, boundary)
+        # Bottle reads the body as the type it sees, case-sensitively: show it the one accepted.
+        request.environ["CONTENT_TYPE"] = f"{kind}; boundary={boundary}"
+    else:
+        if body.count(b"&") >= MAX_FIELDS:  # Bottle splits the fields on & alone
+            raise Refusal(413, TOO_MANY_FIELDS)
+        request.environ["CONTENT_TYPE"] = kind
+    try:
+        form = request.forms.decode("utf-8")
+    except (ValueError, LookupError):  # bad UTF-8, or a broken multipart body
+        abort(400)
+    if any(NOT_TEXT.search(value) for _, value in form.allitems()):
+        abort(400)
+    return form
+
+
+def check_parts(body: bytes, boundary: str) -> None:
+    """Refuse a multipart body, before Bottle parses it, with too many parts, a file, or a part
+    header other than Content-Disposition (a Content-Type could name another charset).
+
+    Header names are read as Bottle reads them (UTF-8, white space stripped, `_` as `-`), and the
+    body is split at every `--boundary`, where Bottle splits at some: nothing Bottle parses is
+    left unchecked. Plain splits, no regular expression over the body: the work stays linear.
+    """
+    parts = [part for part in body.split(b"--" + boundary.encode())[1:] if part[:2] != b"--"]
+    if len(parts) > MAX_FIELDS:
+        raise Refusal(413, TOO_MANY_FIELDS)
+    for part in parts:
+        for line in part.partition(b"\r\n\r\n")[0].split(b"\r\n")[1:]:  # [0]: the boundary line
+            if not line or line[:1] in b" \t":  # folded lines join the header above
+                continue
+            name, _, value = line.decode("utf-8", "replace").partition(":")
+            if name.strip().replace("_", "-").title() != "Content-Disposition":
+                abort(400)
+            if FILE_NAME.search(value):
+                raise Refusal(400, NO_FILES)
 
 
 @functools.cache
 def empty_form() -> bytes:
     """Render and encode the empty form once: it is the same page for every request."""
-    return render_form({"age": "", "hobbies": []}, {}).encode()
+    return render_form(validate(FormsDict())[0], {}).encode()  # an empty submission's values
 
 
-@app.get("/")
+@app.route("/", method=["GET", "HEAD"])
 def show_form():
     """Show the empty form."""
     return empty_form()
@@ -174,30 +273,48 @@ def show_form():
 @app.post("/")
 def submit_form():
     """Validate the submitted form and show it back with the result or the errors."""
-    content_type = request.content_type.split(";")[0].strip().lower()
-    if content_type not in FORM_TYPES:
-        abort(415)
-    try:
-        if request.content_length >= MAX_BODY:
-            abort(413)  # Waitress refuses these before reading them; this covers other servers
-        form = request.forms.decode("utf-8")
-    except (ValueError, LookupError):  # bad UTF-8, charset, Content-Length or multipart header
-        abort(400)
-    values, errors = validate(form.get("age", ""), form.getall("hobbies"))
+    values, errors = validate(read_form())
     if errors:
         response.status = 422
     response.set_header("Cache-Control", "no-store")
     return render_form(values, errors)
 
 
+@functools.cache
+def static_assets() -> dict[str, tuple[bytes, str, str]]:
+    """Read the files of static/ once, each with its type and ETag (a deploy restarts the app)."""
+    assets = {}
+    for path in STATIC.iterdir():
+        body = path.read_bytes()
+        kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        assets[path.name] = body, kind, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    return assets
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """Apply If-None-Match's weak comparison to a list of tags or `*` (RFC 9110 13.1.2)."""
+    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    return "*" in tags or etag in tags
+
+
 # One plain file name: no folders and no dots before the extension, so no way out of static/.
-@app.get(r"/static/<filename:re:[a-z0-9-]+\.[a-z]+>")
+@app.route(r"/static/<filename:re:[a-z0-9-]+\.[a-z]+>", method=["GET", "HEAD"])
 def static(filename):
-    """Serve a file from static/ (the stylesheet), with Bottle's caching validators."""
-    return static_file(filename, root=STATIC)
+    """Serve the stylesheet and icon: revalidated on each use, so a deploy is seen at once."""
+    asset = static_assets().get(filename)  # a name, never a path to look up on disk
+    if asset is None:
+        abort(404)
+    body, kind, etag = asset
+    response.set_header("ETag", etag)
+    response.set_header("Cache-Control", "no-cache")  # keep it, but ask before each use
+    if etag_matches(request.get_header("If-None-Match", ""), etag):
+        response.status = 304
+        return b""
+    response.content_type = kind
+    return body
 
 
-@app.get("/healthz")
+@app.route("/healthz", method=["GET", "HEAD"])
 def healthz():
     """Answer a platform's health check."""
     response.content_type = "text/plain; charset=utf-8"
@@ -205,31 +322,95 @@ def healthz():
 
 
 def error_page(error: HTTPError) -> str:
-    """Render any error in the app's own layout, without internals (Bottle logs tracebacks)."""
-    message = ERROR_MESSAGES.get(error.status_code, error.status_line)
+    """Render any error in the app's own layout, without internals (tracebacks go to the log)."""
+    if isinstance(error, Refusal):
+        message = error.body
+    else:
+        message = ERROR_MESSAGES.get(error.status_code, error.status_line)
     return ERROR_VIEW.render(status=error.status_line, message=message)
 
 
 app.default_error_handler = error_page
 
 
+def escaped(text: str) -> str:
+    """Return text as one log line: line breaks and other control characters escaped."""
+    return text.encode("unicode_escape").decode("ascii")
+
+
 def loggable(text: str, limit: int = 200) -> str:
     """Return request text as one log token: percent-encoded (no spaces or controls), capped."""
-    token = quote(text.encode("latin-1", "replace"), safe="/:@!$&'()*+,;=~")
+    token = quote(text.encode("latin-1", "replace"), safe="/:@!$&'*+,;=~")  # not ( ): see below
     return token if len(token) <= limit else f"{token[:limit]}...({len(token)}B)"
 
 
-def access_log(line: str) -> None:
-    """Write an access-log line to stderr, where the platform collects it (twelve-factor logs).
+def log_line(line: str) -> None:
+    """Write one line to stderr, where the platform collects it (twelve-factor logs).
 
-    Written directly, not through `logging`: a log record per request was over a quarter of the
-    app's own CPU per GET (bench/results.md). The line has no form values.
+    The access log is written directly, not through `logging`: a log record per request was over
+    a quarter of the app's own CPU per GET (docs/benchmark.md). Lines hold no form values.
     """
     try:
-        with ACCESS_LOG_LOCK:
-            sys.stderr.write(f"access: {line}\n")  # stderr is line-buffered: one write per line
+        with LOG_LOCK:
+            sys.stderr.write(line + "\n")  # stderr is line-buffered: one write per line
     except (OSError, ValueError):  # a closed or broken log stream must not fail the request
         pass
+
+
+class OneLineErrors:
+    """A WSGI error stream that writes what it is given as one escaped line (a traceback too)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        self.stream.write("error: " + escaped(text.rstrip("\n")) + "\n")
+
+    def writelines(self, lines) -> None:
+        self.write("".join(lines))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+class OneLineRecords(logging.Filter):
+    """Make each of Waitress's log records one escaped line, and its queue warnings rare.
+
+    Waitress puts the request's decoded path in some messages, and a client that floods it makes
+    it warn about its task queue on every request: at most one of those every QUIET seconds.
+    """
+
+    QUIET = 10.0
+
+    def __init__(self):
+        super().__init__()
+        self.next_queue_warning = 0.0
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "one_line", False):  # seen already (app.py imported twice)
+            return True
+        record.one_line = True
+        if record.name == "waitress.queue":
+            now = time.monotonic()
+            if now < self.next_queue_warning:
+                self.suppressed += 1
+                return False
+            self.next_queue_warning = now + self.QUIET
+            if self.suppressed:
+                record.msg += f" ({self.suppressed} more since the last one logged)"
+                self.suppressed = 0
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + "".join(traceback.format_exception(*record.exc_info))
+            record.exc_info = record.exc_text = None
+        record.msg, record.args = escaped(text), ()
+        return True
+
+
+ONE_LINE = OneLineRecords()
+for name in ("waitress", "waitress.queue"):  # a logger's filters do not see its children's records
+    logging.getLogger(name).addFilter(ONE_LINE)
 
 
 if threading.current_thread() is threading.main_thread():
@@ -238,10 +419,19 @@ if threading.current_thread() is threading.main_thread():
     shutdown.install()
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """Serve the app on $HOST:$PORT (default 127.0.0.1:8080) with the settings above."""
     import waitress
 
     logging.basicConfig(level=logging.INFO)  # the format waitress-serve uses too
-    host = os.environ.get("HOST", "127.0.0.1")
-    port = int(os.environ.get("PORT", "8080"))
-    waitress.serve(application, host=host, port=port, **SERVER)
+    host, port = os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8080")
+    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        sys.exit(f"PORT must be a port number from 1 to 65535, not {port!r}")
+    try:
+        waitress.serve(application, host=host, port=int(port), **SERVER)
+    except (OSError, ValueError) as error:  # an unknown host, an address not here, a port in use
+        sys.exit(f"cannot listen on {host}:{port}: {error}")
+
+
+if __name__ == "__main__":
+    main()

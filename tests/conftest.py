@@ -1,8 +1,8 @@
-"""Fixtures: the app in-process, and the app on real Waitress servers started as in production."""
+"""Fixtures: the app in-process, on real Waitress servers started as in production, behind nginx."""
 
 import pytest
 import webtest
-from helpers import SERVER_COMMANDS, start_server
+from helpers import SERVER_COMMANDS, raise_open_file_limit, start_proxy, start_server
 
 import app
 
@@ -21,6 +21,15 @@ def servers(tmp_path_factory):
     yield get
     for running in started.values():
         running.stop()
+
+
+@pytest.fixture(scope="session")
+def proxy(tmp_path_factory):
+    """The app behind nginx, started by deploy/run_proxy.py as `make run-proxy` starts it."""
+    raise_open_file_limit()  # nginx inherits it: tests/test_proxy.py opens 600 connections to it
+    running = start_proxy(tmp_path_factory.mktemp("proxy"))
+    yield running
+    assert running.server.stop() == 0, running.server.output()
 
 
 @pytest.fixture(params=list(SERVER_COMMANDS))

@@ -1,17 +1,24 @@
 """Helpers for the tests: starting real servers, reading pages."""
 
 import os
+import re
+import resource
 import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
+import webtest.forms
+
+import app
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the venv's bin: where waitress-serve lives
@@ -115,11 +122,40 @@ def result_line(res) -> str:
     return " ".join(res.html.find(id="result").get_text().split())
 
 
+def example(**changes) -> dict[str, list[str]]:
+    """Return the app's example submission, field -> values, with the given fields changed."""
+    return {**app.EXAMPLE, **{name: list(values) for name, values in changes.items()}}
+
+
+def encoded(**changes) -> bytes:
+    """Return the example submission, with the given fields changed, as a urlencoded body."""
+    return urlencode(example(**changes), doseq=True).encode()
+
+
+def fill(form: webtest.forms.Form, **changes) -> webtest.forms.Form:
+    """Fill a page's form as a person would with the example submission, changed as given."""
+    for name, values in example(**changes).items():
+        for field in form.fields[name]:
+            if isinstance(field, webtest.forms.Checkbox):
+                field.checked = field._value in values  # _value: the box's value attribute
+            else:
+                field.value = values[0]
+    return form
+
+
+def hobbies_shown(hobbies: list[str]) -> str:
+    """Return the result's hobbies part for these chosen values, as the page must show it."""
+    labels = [label for value, label in app.HOBBIES.items() if value in hobbies]
+    return "Hobbies: " + (", ".join(labels) or "No Hobbies?")
+
+
 # Tools from Debian that some tests need; .ci/run installs them.
 INSTALL_HINTS = {
     "chromium": "install Debian's browser with `apt-get install chromium`",
     "java": "install Java for the Nu HTML validator with `apt-get install default-jre-headless`",
     "wrk": "install the HTTP load generator with `apt-get install wrk`",
+    "nginx": "install the reverse proxy with `apt-get install nginx-light`",
+    "openssl": "install the TLS toolkit with `apt-get install openssl`",
 }
 
 
@@ -130,10 +166,66 @@ def in_ci() -> bool:
 
 def require(program: str) -> str:
     """Return a program's path; without it skip, but fail in CI, where nothing may skip."""
-    path = shutil.which(program)
+    # Debian keeps nginx in /usr/sbin, which is not on a normal user's PATH.
+    path = shutil.which(program, path=os.pathsep.join([os.environ["PATH"], "/usr/sbin", "/sbin"]))
     if path is None:
         message = f"{program} not found: {INSTALL_HINTS[program]}"
         if in_ci():
             pytest.fail(f"{message} (CI is set: these checks must run, not skip)", pytrace=False)
         pytest.skip(message)
     return path
+
+
+def raise_open_file_limit(needed: int = 4096) -> None:
+    """Let this process, and the servers it starts, which inherit the limit, open `needed` files."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
+
+
+@dataclass
+class Proxy:
+    """nginx from deploy/ in front of the app, as `make run-proxy` serves it."""
+
+    port: int  # nginx, on loopback
+    run_dir: Path  # the certificate, nginx.conf, nginx's access log
+    app_port: int = 0  # Waitress, on loopback behind nginx
+    server: Server | None = None  # deploy/run_proxy.py, with the app's and nginx's output
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def certificate(self) -> Path:
+        return self.run_dir / "cert.pem"
+
+    def tls(self) -> ssl.SSLContext:
+        """Return a client TLS context that trusts the proxy's self-signed certificate."""
+        return ssl.create_default_context(cafile=self.certificate)
+
+    def connect(self, source: str = "127.0.0.1", timeout: float = 5) -> ssl.SSLSocket:
+        """Open a TLS connection to nginx from a loopback address."""
+        sock = socket.create_connection(
+            ("127.0.0.1", self.port), timeout=timeout, source_address=(source, 0)
+        )
+        return self.tls().wrap_socket(sock, server_hostname="localhost")
+
+
+PROXY_COMMAND = f"{shlex.quote(sys.executable)} deploy/run_proxy.py"
+
+
+def start_proxy(folder: Path) -> Proxy:
+    """Run deploy/run_proxy.py as `make run-proxy` does, its files in `folder`; wait for it."""
+    require("nginx")
+    require("openssl")
+    run_dir = folder / "run"
+    server = start_server(PROXY_COMMAND, folder / "proxy.log", environ={"RUN_DIR": str(run_dir)})
+    said = re.compile(r"in front of the app on http://127.0.0.1:(\d+)")
+    deadline = time.monotonic() + 5
+    while not (found := said.search(server.output())):
+        if time.monotonic() > deadline:
+            server.stop()
+            raise AssertionError(f"run_proxy.py did not say where it serves:\n{server.output()}")
+        time.sleep(0.05)
+    return Proxy(server.port, run_dir, int(found[1]), server)

@@ -1,13 +1,20 @@
 """Running it: entry points, settings, health check, access log, working directory."""
 
+import logging
+import os
 import runpy
 import shlex
+import socket
+import subprocess
 import sys
+import time
+from pathlib import Path
+from urllib.parse import quote, unquote
 
-import bottle
+import pytest
 import waitress
 import webtest
-from helpers import ROOT, SERVER_COMMANDS, exchange, procfile_web_command, start_server
+from helpers import ROOT, SERVER_COMMANDS, example, exchange, procfile_web_command, start_server
 from waitress.adjustments import Adjustments
 
 import app
@@ -33,7 +40,7 @@ def test_the_health_check_is_plain_text(testapp):
 
 
 def test_each_request_logs_one_line_without_form_values(wsgiapp, capsys):
-    wsgiapp.post("/", {"age": "secret-age", "hobbies": "software"}, status=422)
+    wsgiapp.post("/", example(age=["secret-age"]), status=422)
     wsgiapp.get("/?age=secret-query")
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2
@@ -56,7 +63,7 @@ class BrokenStream:
 def test_a_broken_log_stream_does_not_fail_the_request(wsgiapp, monkeypatch):
     monkeypatch.setattr(sys, "stderr", BrokenStream())
     wsgiapp.get("/").mustcontain("Age and hobbies")
-    wsgiapp.post("/", {"age": "34"}).mustcontain("Age: 34")
+    wsgiapp.post("/", example()).mustcontain(f"Age: {app.EXAMPLE['age'][0]}")
 
 
 def test_real_servers_log_each_request_and_where_they_listen(server):
@@ -78,13 +85,6 @@ def test_real_servers_log_each_request_and_where_they_listen(server):
         ],
     ]
     assert "secret" not in server.output()
-
-
-def test_templates_are_found_from_any_working_directory(wsgiapp, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(bottle, "TEMPLATES", {})
-    wsgiapp.post("/", {"age": "34"}).mustcontain("Age: 34")  # rendered now, not cached
-    wsgiapp.get("/nope", status=404).mustcontain("Back to the form")
 
 
 def test_app_py_runs_from_another_directory(tmp_path):
@@ -109,3 +109,154 @@ def test_the_procfile_listens_on_all_interfaces_by_default(tmp_path):
     server = start_server(SERVER_COMMANDS["procfile"], tmp_path / "log", environ={"HOST": None})
     server.stop()
     assert f"Serving on http://0.0.0.0:{server.port}" in server.output()
+
+
+@pytest.mark.parametrize("path", ["/ 200 0.1ms", "/a b", '/"quoted"', "/100%"])
+def test_the_logged_path_is_one_unambiguous_token(wsgiapp, capsys, path):
+    wsgiapp.get(quote(path), status=404)  # `GET /%20200%200.1ms` once read as a 200 in the log
+    [line] = capsys.readouterr().err.splitlines()
+    fields = line.split(" ")
+    assert len(fields) == 7 and fields[5:] == ["404", fields[6]] and fields[6].endswith("ms")
+    assert unquote(fields[4]) == path
+
+
+def test_a_long_path_is_logged_capped(wsgiapp, capsys):
+    wsgiapp.get("/" + "%01" * 5000, status=404)
+    wsgiapp.get("/x...(999B)", status=404)  # a path that looks like the mark of a capped one
+    long, looks_capped = capsys.readouterr().err.splitlines()
+    assert len(long) < 300
+    assert "...(15001B)" in long
+    assert "/x...%28999B%29 " in looks_capped
+
+
+def test_a_forwarded_client_address_is_one_token(wsgiapp, capsys):
+    # Waitress takes REMOTE_ADDR from X-Forwarded-For when the trusted proxy sends it.
+    forged = "203.0.113.9 https GET /admin 200 0.1ms\x85"
+    wsgiapp.get("/healthz", extra_environ={"REMOTE_ADDR": forged})
+    [line] = capsys.readouterr().err.splitlines()
+    fields = line.split()
+    assert fields[2:5] == ["http", "GET", "/healthz"]
+    assert fields[1].startswith("203.0.113.9%20https%20GET%20/admin")
+
+
+def waitress_lines(capsys, log) -> list[str]:
+    """Log through Waitress's own loggers, as the process does; return the stderr lines."""
+    handler, waitress_logger = logging.StreamHandler(sys.stderr), logging.getLogger("waitress")
+    level = waitress_logger.level
+    logging.getLogger().addHandler(handler)
+    waitress_logger.setLevel(logging.INFO)  # as waitress-serve and app.py set it
+    try:
+        log()
+    finally:
+        logging.getLogger().removeHandler(handler)
+        waitress_logger.setLevel(level)
+    return capsys.readouterr().err.splitlines()
+
+
+def test_waitress_messages_are_one_line_each_with_controls_escaped(capsys):
+    # Waitress puts the request's decoded path in some of its messages.
+    path = "/x\naccess: 127.0.0.1 http GET /forged 200 1.0ms\r\x1b[2J"
+
+    def log():
+        logger = logging.getLogger("waitress")
+        logger.info("Client disconnected while serving " + path)
+        try:
+            raise ValueError(path)
+        except ValueError:
+            logger.exception("Exception while serving %s", path)
+
+    lines = waitress_lines(capsys, log)
+    assert len(lines) == 2
+    assert lines[0] == "Client disconnected while serving /x\\naccess: 127.0.0.1 http GET " + (
+        "/forged 200 1.0ms\\r\\x1b[2J"
+    )
+    assert lines[1].startswith("Exception while serving /x\\naccess:")
+    assert "Traceback" in lines[1] and "ValueError" in lines[1]
+
+
+def test_task_queue_warnings_are_summarised_not_flooded(capsys, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(app.ONE_LINE, "next_queue_warning", 0.0)
+
+    def log():
+        queue = logging.getLogger("waitress.queue")
+        for depth in range(1, 1001):
+            queue.warning("Task queue depth is %d", depth)
+        clock[0] += app.OneLineRecords.QUIET
+        queue.warning("Task queue depth is %d", 1)
+
+    lines = waitress_lines(capsys, log)
+    assert lines == [
+        "Task queue depth is 1",
+        "Task queue depth is 1 (999 more since the last one logged)",
+    ]
+
+
+@pytest.mark.parametrize("name", ["app", "application"])
+def test_every_name_for_the_app_serves_the_whole_app(tmp_path, name):
+    # `waitress-serve app:app` is Bottle's usual spelling: it must get the headers and the log.
+    command = SERVER_COMMANDS["procfile"].replace("app:application", f"app:{name}")
+    server = start_server(command, tmp_path / "server.log")
+    try:
+        res = webtest.TestApp(server.url).get("/")
+    finally:
+        server.stop()
+    assert dict(app.SECURITY_HEADERS).items() <= dict(res.headers).items()
+    assert "access: 127.0.0.1 http GET / 200 " in server.output()
+
+
+@pytest.mark.parametrize(
+    ("environ", "says"),
+    [
+        ({"PORT": "eighty"}, "PORT must be a port number from 1 to 65535, not 'eighty'"),
+        ({"PORT": "70000"}, "PORT must be a port number from 1 to 65535, not '70000'"),
+        ({"PORT": "²"}, "PORT must be a port number from 1 to 65535, not '²'"),
+        ({"PORT": "٨٠٨٠"}, "PORT must be a port number from 1 to 65535, not '٨٠٨٠'"),
+        ({"HOST": "no-such-host.invalid"}, "cannot listen on no-such-host.invalid:"),
+        ({"HOST": "192.0.2.1"}, "cannot listen on 192.0.2.1:"),
+    ],
+)
+def test_app_py_with_a_bad_address_says_so_in_one_line(environ, says):
+    run = subprocess.run(
+        [sys.executable, "app.py"],
+        cwd=ROOT,
+        env={**os.environ, "HOST": "127.0.0.1", "PORT": "8080", **environ},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 1
+    [line] = run.stderr.splitlines()
+    assert line.startswith(says)
+
+
+def test_the_procfile_without_port_fails_at_once_and_says_why():
+    command = procfile_web_command()
+    env = {name: value for name, value in os.environ.items() if name != "PORT"}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    run = subprocess.run(
+        ["sh", "-c", f"exec {command}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode != 0
+    assert "set PORT to the port to listen on" in run.stderr
+
+
+def test_idle_connections_are_closed_soon_after_the_channel_timeout(tmp_path):
+    # With a 2 s timeout instead of 30, so the test is short; the Procfile's cleanup interval
+    # decides how late past the timeout the close comes (Waitress's default made it 30 s late).
+    command = procfile_web_command().replace("--channel-timeout=30", "--channel-timeout=2")
+    server = start_server(command, tmp_path / "server.log")
+    try:
+        with socket.create_connection((server.host, server.port), timeout=15) as sock:
+            started = time.monotonic()
+            assert sock.recv(1) == b""  # closed by the server
+            waited = time.monotonic() - started
+    finally:
+        server.stop()
+    assert 2 <= waited < 2 + app.SERVER["cleanup_interval"] + 5

@@ -2,6 +2,8 @@
 
 import pytest
 
+import app
+
 
 @pytest.mark.parametrize(
     ("path", "content_type"),
@@ -20,14 +22,47 @@ def test_every_page_links_the_stylesheet(testapp):
         assert res.html.find("link", rel="stylesheet")["href"] == "/static/style.css"
 
 
-def test_unchanged_stylesheet_is_not_sent_again(testapp):
+def test_static_files_are_revalidated_so_a_deploy_is_seen_at_once(testapp):
+    assert testapp.get("/static/style.css").headers["Cache-Control"] == "no-cache"
+
+
+@pytest.mark.parametrize(
+    "if_none_match", ["{etag}", "W/{etag}", '"other", {etag}', "*", '"a",W/{etag} , "b"']
+)
+def test_unchanged_stylesheet_is_not_sent_again(testapp, if_none_match):
     etag = testapp.get("/static/style.css").headers["ETag"]
-    testapp.get("/static/style.css", headers={"If-None-Match": etag}, status=304)
+    assert etag.startswith('"') and etag.endswith('"')  # a quoted entity tag (RFC 9110 8.8.3)
+    header = if_none_match.format(etag=etag)
+    res = testapp.get("/static/style.css", headers={"If-None-Match": header}, status=304)
+    assert res.headers["ETag"] == etag
+    assert res.body == b""
+
+
+def test_a_changed_stylesheet_is_sent(testapp):
+    testapp.get("/static/style.css", headers={"If-None-Match": '"old"'}, status=200)
+
+
+@pytest.mark.parametrize("value", ["items=0-1", "bytes=0-1", "bytes=9999-"])
+def test_range_requests_get_the_whole_file(testapp, value):
+    whole = testapp.get("/static/style.css").body
+    assert testapp.get("/static/style.css", headers={"Range": value}).body == whole
+
+
+def test_missing_files_are_not_remembered(wsgiapp):
+    for index in range(100):
+        wsgiapp.get(f"/static/missing-{index}.css", status=404)
+    assert app.static_assets.cache_info().currsize == 1  # one table of the files, not a name each
 
 
 @pytest.mark.parametrize(
     "path",
-    ["/static/nothing.css", "/static/../app.py", "/static/%2e%2e/app.py", "/static/.gitignore"],
+    [
+        "/static/" + "a" * 300 + ".css",
+        "/static/nothing.css",
+        "/static/../app.py",
+        "/static/%2e%2e/app.py",
+        "/static/.gitignore",
+    ],
 )
 def test_only_files_inside_static_are_served(testapp, path):
     res = testapp.get(path, status=404)

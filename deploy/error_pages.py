@@ -1,0 +1,33 @@
+"""Write deploy/errors/: the pages nginx answers with itself, in the app's own layout.
+
+Run it from the project folder after changing views/error.tpl or app.ERROR_MESSAGES:
+`.venv/bin/python -m deploy.error_pages`. tests/test_proxy.py fails until the pages match.
+"""
+
+from pathlib import Path
+
+from bottle import HTTPError
+
+import app
+
+ERRORS = Path(__file__).resolve().parent / "errors"
+
+# The statuses nginx answers with a page of its own (deploy/form-app.conf's error_page lines),
+# and whose message each shows: a gateway failure is, to the person filling the form, our fault.
+MESSAGES = {413: 413, 502: 500, 504: 500}
+
+
+def pages() -> dict[str, str]:
+    """Return each error page's file name and HTML, rendered as the app renders its own."""
+    return {
+        f"{status}.html": app.ERROR_VIEW.render(
+            status=HTTPError(status).status_line, message=app.ERROR_MESSAGES[message]
+        )
+        for status, message in MESSAGES.items()
+    }
+
+
+if __name__ == "__main__":
+    for name, html in pages().items():
+        (ERRORS / name).write_text(html)
+        print(f"wrote {ERRORS / name}")

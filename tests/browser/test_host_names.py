@@ -1,0 +1,39 @@
+"""The form at a real host name, as people elsewhere reach it: over HTTPS through the shipped
+proxy, and over plain HTTP straight to Waitress (the Procfile's server).
+
+Chromium resolves form.test to 127.0.0.1 (pages.CHROMIUM_ARGS). At a host name over plain HTTP it
+sends no Sec-Fetch-Site, so the app's Origin check decides: this is the case that got 403 while the
+app sent `Referrer-Policy: no-referrer`, which makes a browser send `Origin: null`.
+"""
+
+import pytest
+from helpers import hobbies_shown
+from pages import submit
+
+import app
+
+
+@pytest.fixture
+def context(browser):
+    """A fresh browser context that accepts the proxy's self-signed certificate."""
+    context = browser.new_context(ignore_https_errors=True)
+    context.set_default_timeout(5000)
+    yield context
+    context.close()
+
+
+@pytest.mark.parametrize("way", ["https through nginx", "http straight to waitress"])
+def test_the_form_works_at_a_host_name(request, page, servers, way):
+    if way.startswith("https"):
+        url = f"https://form.test:{request.getfixturevalue('proxy').port}"
+    else:
+        url = f"http://form.test:{servers('procfile').port}"
+    [age], hobbies = app.EXAMPLE["age"], app.EXAMPLE["hobbies"]
+    page.goto(url + "/")
+    page.get_by_label("Age").press_sequentially(age)
+    for value in hobbies:
+        page.get_by_label(app.HOBBIES[value]).check()
+    submit(page)
+    assert page.url == url + "/"
+    result = " ".join(page.locator("#result").inner_text().split())
+    assert result == f"Age: {age} {hobbies_shown(hobbies)}"

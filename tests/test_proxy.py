@@ -1,0 +1,429 @@
+"""The shipped reverse proxy (deploy/): nginx terminating TLS in front of the Procfile's Waitress.
+
+The tests start it with deploy/run_proxy.py, as `make run-proxy` does, on free loopback ports.
+"""
+
+import http.client
+import re
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import webtest
+from bottle import FormsDict
+from helpers import (
+    ROOT,
+    Proxy,
+    encoded,
+    fill,
+    free_port,
+    hobbies_shown,
+    require,
+    result_line,
+    start_proxy,
+)
+
+import app
+from deploy import error_pages, run_proxy
+
+SITE = ROOT / "deploy" / "form-app.conf"
+FORM = "application/x-www-form-urlencoded"
+
+
+# nginx's configuration syntax, as far as deploy/form-app.conf uses it.
+TOKEN = re.compile(
+    r"""
+    \#[^\n]*                          # a comment
+    | "(?P<double>(?:[^"\\]|\\.)*)"    # a string in double quotes
+    | '(?P<single>(?:[^'\\]|\\.)*)'    # or in single ones
+    | (?P<punctuation>[;{}])
+    | (?P<word>[^\s;{}"']+)
+    """,
+    re.VERBOSE,
+)
+
+
+def directives(text: str) -> list[tuple[tuple[str, ...], list[str]]]:
+    """Return an nginx configuration's directives: (enclosing blocks, [name, *arguments])."""
+    found, blocks, words = [], [], []
+    for match in TOKEN.finditer(text):
+        punctuation = match["punctuation"]
+        if punctuation == ";":
+            found.append((tuple(blocks), words))
+            words = []
+        elif punctuation == "{":
+            blocks.append(words[0])
+            words = []
+        elif punctuation == "}":
+            blocks.pop()
+        elif match.lastgroup:  # a word or a string; a comment has no group
+            words.append(match[match.lastgroup])
+    return found
+
+
+def site(name: str, block: str) -> list[list[str]]:
+    """Return the arguments of each `name` directive directly inside a block of the site file."""
+    return [
+        words[1:]
+        for blocks, words in directives(SITE.read_text())
+        if words[0] == name and blocks[-1:] == (block,)
+    ]
+
+
+@dataclass
+class Answer:
+    """One HTTP response as the client received it."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def values(self, name: str) -> list[str]:
+        return [value for key, value in self.headers if key.lower() == name.lower()]
+
+
+def answers(data: bytes) -> list[Answer]:
+    """Split what a server sent on one connection into its responses, interim ones included."""
+    found = []
+    while data:
+        head, blank, data = data.partition(b"\r\n\r\n")
+        assert blank, f"an unfinished response: {head[:200]!r}"
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = [tuple(part.strip() for part in line.split(":", 1)) for line in lines]
+        answer = Answer(int(status_line.split(" ")[1]), headers, b"")
+        assert answer.values("Transfer-Encoding") == []
+        length = int((answer.values("Content-Length") or ["0"])[0])
+        answer.body, data = data[:length], data[length:]
+        found.append(answer)
+    return found
+
+
+def exchange(proxy, data: bytes, source: str = "127.0.0.1") -> bytes:
+    """Send raw bytes to nginx over TLS; return all it sends until it closes the connection."""
+    with proxy.connect(source) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):  # a TimeoutError here: nginx kept the connection open
+            received += chunk
+    return received
+
+
+def request(proxy, method: str, path: str, body: bytes | None = None, headers=None, timeout=5):
+    """Send one request to nginx over HTTPS; return its Answer."""
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", proxy.port, timeout=timeout, context=proxy.tls()
+    )
+    try:
+        conn.request(method, path, body, headers or {})
+        response = conn.getresponse()
+        return Answer(response.status, response.getheaders(), response.read())
+    finally:
+        conn.close()
+
+
+def assert_security_headers_once(headers: list[tuple[str, str]]):
+    """Check that a response has each of the app's security headers, once, with its value."""
+    for name, value in app.SECURITY_HEADERS:
+        assert [v for key, v in headers if key.lower() == name.lower()] == [value], name
+
+
+def app_log(proxy, path: str, timeout: float = 2) -> list[list[str]]:
+    """Return the app's access-log lines for a path, as fields; wait a little for one to come."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [line.split() for line in proxy.server.output().splitlines()]
+        found = [fields for fields in lines if fields[:1] == ["access:"] and fields[4] == path]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def proxyapp(proxy, monkeypatch):
+    """The app through nginx as a webtest.TestApp, over HTTPS, trusting nginx's certificate."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(proxy.certificate))  # read by each new SSL context
+    return webtest.TestApp(proxy.url)
+
+
+# The configuration, checked against the app's own settings.
+
+
+def test_nginx_sends_the_apps_security_headers_instead_of_the_apps_copies():
+    assert site("add_header", "server") == [
+        [name, value, "always"] for name, value in app.SECURITY_HEADERS
+    ]
+    assert site("proxy_hide_header", "location") == [[name] for name, _ in app.SECURITY_HEADERS]
+
+
+def test_nginx_closes_idle_upstream_connections_before_waitress_does():
+    [[timeout]] = site("keepalive_timeout", "upstream")
+    assert int(timeout.removesuffix("s")) < app.SERVER["channel_timeout"]
+
+
+def test_nginx_error_pages_are_the_apps_error_template():
+    assert site("error_page", "server") == [
+        [str(status), f"/nginx-errors/{status}.html"] for status in error_pages.MESSAGES
+    ]
+    for name, html in error_pages.pages().items():
+        assert (error_pages.ERRORS / name).read_text() == html, (
+            "run `.venv/bin/python -m deploy.error_pages` to write the pages again"
+        )
+
+
+# The form and the app's answers, through nginx over HTTPS.
+
+
+@pytest.mark.parametrize("name", ["localhost", "form.test", "127.0.0.1"])
+def test_the_certificate_is_valid_for_the_local_names(proxy, name):
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+        proxy.tls().wrap_socket(sock, server_hostname=name).close()
+
+
+def test_the_form_round_trip_through_the_proxy(proxyapp):
+    res = fill(proxyapp.get("/").form).submit()
+    [age], hobbies = app.EXAMPLE["age"], app.EXAMPLE["hobbies"]
+    assert result_line(res) == f"Age: {age} {hobbies_shown(hobbies)}"
+    assert res.form["age"].value == age
+    assert [box.checked for box in res.form.fields["hobbies"]] == [
+        value in hobbies for value in app.HOBBIES
+    ]
+    assert_security_headers_once(res.headerlist)
+    assert res.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "content_type", "status", "says"),
+    [
+        ("GET", "/nowhere", b"", None, 404, app.ERROR_MESSAGES[404]),
+        ("PUT", "/", b"", None, 405, app.ERROR_MESSAGES[405]),
+        ("POST", "/", b"{}", "application/json", 415, app.ERROR_MESSAGES[415]),
+        ("POST", "/", encoded(age=["x"]), FORM, 422, app.validate(FormsDict(age="x"))[1]["age"]),
+        ("POST", "/", b"age=%FF", FORM, 400, app.ERROR_MESSAGES[400]),
+    ],
+)
+def test_the_apps_error_pages_come_through_with_each_header_once(
+    proxyapp, method, path, body, content_type, status, says
+):
+    res = proxyapp.request(path, method=method, body=body, content_type=content_type, status=status)
+    assert says in res.html.main.get_text()
+    assert_security_headers_once(res.headerlist)
+
+
+def test_same_origin_posts_keep_the_port_in_host_and_cross_origin_ones_are_refused(proxy):
+    body = encoded()
+    same = {"Content-Type": FORM, "Origin": proxy.url}  # http.client sends Host: 127.0.0.1:PORT
+    assert request(proxy, "POST", "/", body, same).status == 200
+    other = {"Content-Type": FORM, "Origin": "https://evil.example"}
+    assert request(proxy, "POST", "/", body, other).status == 403
+
+
+# The body limit: nginx's and Waitress's agree.
+
+
+def test_the_largest_body_waitress_accepts_passes_through_nginx(proxy):
+    body = encoded() + b"&pad="
+    body += b"x" * (app.MAX_BODY - 1 - len(body))
+    assert len(body) == app.MAX_BODY - 1
+    answer = request(proxy, "POST", "/", body, {"Content-Type": FORM})
+    assert answer.status == 200
+    assert f"Age: {app.EXAMPLE['age'][0]}".encode() in answer.body
+
+
+@pytest.mark.parametrize("framing", ["Content-Length", "chunked"])
+def test_a_body_at_the_limit_gets_nginx_413_page_with_the_security_headers(proxy, framing):
+    body = b"age=" + b"1" * (app.MAX_BODY - 4)
+    if framing == "chunked":
+        body, head = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body), "Transfer-Encoding: chunked"
+    else:
+        head = f"Content-Length: {len(body)}"
+    raw = f"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: {FORM}\r\n{head}\r\n\r\n".encode() + body
+    [answer] = answers(exchange(proxy, raw))
+    assert answer.status == 413
+    assert answer.body == (error_pages.ERRORS / "413.html").read_bytes()
+    assert answer.values("Content-Type") == ["text/html; charset=utf-8"]
+    assert_security_headers_once(answer.headers)
+
+
+def test_nginx_502_page_when_the_app_is_down_has_the_apps_layout_and_headers(tmp_path):
+    require("nginx")
+    require("openssl")
+    port = free_port()
+    config = run_proxy.write_config(tmp_path, port, app_port=free_port())  # no app there
+    nginx = run_proxy.start_nginx(config)
+    try:
+        assert run_proxy.wait_until_listening(port, nginx, threading.Event())
+        answer = request(Proxy(port, tmp_path), "GET", "/")
+    finally:
+        assert run_proxy.stop_child(nginx, signal.SIGQUIT, timeout=10) == 0
+    assert answer.status == 502
+    assert answer.body == (error_pages.ERRORS / "502.html").read_bytes()
+    assert_security_headers_once(answer.headers)
+
+
+# Waitress's edge faults (README, Known limits), each sent through nginx.
+
+SMUGGLED = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def test_expect_100_continue_without_a_body_gets_its_answer_and_not_the_next_ones(proxy):
+    raw = (
+        b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n"
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    got = answers(exchange(proxy, raw))
+    final = [answer for answer in got if answer.status >= 200]
+    assert [answer.status for answer in final] == [200, 200]
+    assert b"<form" in final[0].body
+    assert final[1].body == b"ok\n"
+    # An interim 100 may come before the first answer; one before the second would mean the
+    # second request inherited the first one's Expect.
+    assert [answer.status for answer in got[got.index(final[0]) :]] == [200, 200]
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        (
+            "Content-Length with Transfer-Encoding",
+            b"POST /cl-te HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
+        ),
+        (
+            "HTTP/1.0 with Transfer-Encoding",
+            b"POST /te-http10 HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"0\r\n\r\n" + SMUGGLED,
+        ),
+        ("HTTP/1.1 without Host", b"GET /no-host HTTP/1.1\r\n\r\n" + SMUGGLED),
+    ],
+)
+def test_ambiguous_requests_get_one_400_from_nginx_and_the_connection_closed(proxy, name, raw):
+    got = answers(exchange(proxy, raw))  # returns only once nginx has closed the connection
+    assert [answer.status for answer in got] == [400]
+    assert_security_headers_once(got[0].headers)
+    # The app logs a request before its answer leaves: had it answered, the line would be there.
+    assert app_log(proxy, raw.split(b" ")[1].decode(), timeout=0) == [], "the app saw it"
+
+
+@pytest.mark.parametrize(
+    ("line", "status"),
+    [
+        (b"<script>alert('reflected')</script>", 200),  # not a header: nginx drops the line
+        (b"X-<script>:alert('reflected')</script>", 200),  # not a header name: dropped too
+        (b"X-Bad <script>alert('reflected')</script>: x", 400),  # a space in a name: refused
+        (b"X-Bad: <script>alert('reflected')</script>\x01", 400),  # a control character
+    ],
+)
+def test_a_malformed_header_line_is_not_reflected(proxy, line, status):
+    raw = b"GET / HTTP/1.1\r\nHost: x\r\n" + line + b"\r\nConnection: close\r\n\r\n"
+    received = exchange(proxy, raw)
+    assert [answer.status for answer in answers(received)] == [status]
+    assert b"reflected" not in received
+
+
+def test_idle_and_slow_loris_clients_do_not_lock_out_a_normal_client(proxy):
+    stop = threading.Event()
+    idle = [socket.create_connection(("127.0.0.1", proxy.port), timeout=5) for _ in range(500)]
+    loris = [proxy.connect() for _ in range(100)]
+
+    def dribble():
+        """Send each loris's request head a header at a time, never finishing it."""
+        for sock in loris:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        while not stop.wait(0.5):
+            for sock in loris:
+                sock.sendall(b"X-Loris: 1\r\n")
+
+    thread = threading.Thread(target=dribble)
+    thread.start()
+    try:
+        time.sleep(1)  # let nginx take them all on
+        for _ in range(3):
+            started = time.monotonic()
+            answer = request(proxy, "GET", "/", timeout=2)
+            assert answer.status == 200
+            assert b"<form" in answer.body
+            assert time.monotonic() - started < 2  # the bound the issue sets
+    finally:
+        stop.set()
+        thread.join()
+        for sock in idle + loris:
+            sock.close()
+
+
+# Who the app sees.
+
+
+def test_the_app_sees_the_clients_address_and_https_through_nginx(proxy):
+    path = "/seen-through-nginx"
+    forged = "X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: http\r\n"
+    raw = f"GET {path} HTTP/1.1\r\nHost: x\r\n{forged}Connection: close\r\n\r\n"
+    exchange(proxy, raw.encode(), source="127.0.0.2")
+    assert [fields[1:6] for fields in app_log(proxy, path)] == [
+        ["127.0.0.2", "https", "GET", path, "404"]
+    ]
+
+
+def test_forwarded_headers_sent_straight_to_waitress_are_ignored(proxy):
+    path = "/seen-straight"
+    forged = "X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n"
+    raw = f"GET {path} HTTP/1.1\r\nHost: x\r\n{forged}Connection: close\r\n\r\n"
+    address = ("127.0.0.1", proxy.app_port)
+    with socket.create_connection(address, timeout=5, source_address=("127.0.0.2", 0)) as sock:
+        sock.sendall(raw.encode())
+        while sock.recv(65536):
+            pass
+    assert [fields[1:6] for fields in app_log(proxy, path)] == [
+        ["127.0.0.2", "http", "GET", path, "404"]
+    ]
+
+
+def test_nginx_logs_the_path_without_the_query_string(proxy):
+    raw = b"GET /logged-by-nginx?age=secret HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    exchange(proxy, raw, source="127.0.0.2")
+    log = (proxy.run_dir / "access.log").read_text()  # written before nginx closed the connection
+    [line] = [line for line in log.splitlines() if "/logged-by-nginx" in line]
+    assert line.startswith("127.0.0.2 [")
+    assert line.split("] ")[1].split(" ")[:4] == ["https", '"GET', '/logged-by-nginx"', "404"]
+    assert "secret" not in log
+
+
+# make run-proxy's script itself.
+
+
+def alive(pid: int) -> bool:
+    """Tell whether a process exists and is not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def descendants(pid: int) -> list[int]:
+    """Return the processes started by a process, and by those, and so on."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # it ended while we looked
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, level = [], [pid]
+    while level:
+        level = [child for child, parent in parents.items() if parent in level]
+        found += level
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+def test_run_proxy_stops_nginx_and_the_app_and_exits_0(tmp_path, sig):
+    running = start_proxy(tmp_path)
+    assert f"Serving the form on {running.url}/ " in running.server.output()
+    assert request(running, "GET", "/healthz").body == b"ok\n"
+    children = descendants(running.server.process.pid)
+    assert len(children) == 3  # the app, nginx's master process and its worker
+    assert running.server.stop(sig) == 0, running.server.output()
+    assert [pid for pid in children if alive(pid)] == []
