@@ -6,8 +6,6 @@ Run it from the project folder after changing views/error.tpl or app.ERROR_MESSA
 
 from pathlib import Path
 
-from bottle import HTTPError
-
 import app
 
 ERRORS = Path(__file__).resolve().parent / "errors"
@@ -15,13 +13,21 @@ ERRORS = Path(__file__).resolve().parent / "errors"
 # The statuses nginx answers with a page of its own (deploy/form-app.conf's error_page lines),
 # and whose message each shows: a gateway failure is, to the person filling the form, our fault.
 MESSAGES = {413: 413, 502: 500, 504: 500}
+# Each page's status line, written here rather than taken from Python's table, whose words change
+# between the Pythons the app supports (3.13 calls 413 "Content Too Large"): the pages are
+# written once and must be the same whichever Python checks them.
+STATUS_LINES = {
+    413: "413 Request Entity Too Large",
+    502: "502 Bad Gateway",
+    504: "504 Gateway Timeout",
+}
 
 
 def pages() -> dict[str, str]:
     """Return each error page's file name and HTML, rendered as the app renders its own."""
     return {
         f"{status}.html": app.ERROR_VIEW.render(
-            status=HTTPError(status).status_line, message=app.ERROR_MESSAGES[message]
+            status=STATUS_LINES[status], message=app.ERROR_MESSAGES[message]
         )
         for status, message in MESSAGES.items()
     }

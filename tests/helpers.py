@@ -55,7 +55,7 @@ class Server:
     def output(self) -> str:
         return self.log.read_text()
 
-    def stop(self, sig=signal.SIGTERM, timeout=10) -> int:
+    def stop(self, sig=signal.SIGTERM, timeout=30) -> int:  # longer than the app's 20 s drain
         if self.process.poll() is None:
             self.process.send_signal(sig)
         try:
@@ -67,11 +67,13 @@ class Server:
 
 
 def start_server(
-    command: str, log: Path, cwd: Path = ROOT, environ: dict | None = None, timeout: float = 15
+    command: str, log: Path, cwd: Path = ROOT, environ: dict | None = None, timeout: float = 60
 ) -> Server:
     """Run a shell command that serves the app and wait until it accepts connections.
 
     It gets HOST=127.0.0.1 and a free PORT unless `environ` says otherwise (None unsets a name).
+    A server starts in well under a second; the timeout is only there to end a hang, and is long
+    because a machine shared with other test runs can take many seconds to start Python.
     """
     settings = {**os.environ, "HOST": "127.0.0.1", "PORT": str(free_port()), **(environ or {})}
     settings["PATH"] = f"{BIN}:{os.environ['PATH']}"
