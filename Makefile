@@ -11,7 +11,7 @@ VENV_3_13 := .venv-3.13
 # hands a worker that finishes early tests from the other's queue, as the fuzz tests run long.
 PARALLEL := -n auto --dist worksteal
 
-.PHONY: run run-proxy test test-3.13 stress fuzz bench ladder screenshots clean
+.PHONY: run run-proxy test test-3.13 stress fuzz bench bench-proxy ladder screenshots clean
 
 run: $(VENV)/.runtime
 	$(BIN)/python app.py
@@ -52,6 +52,11 @@ fuzz: $(VENV)/.dev
 bench: $(VENV)/.dev
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install -y wrk"; exit 1; }
 	$(BIN)/python bench/bench.py
+
+# What the shipped proxy costs: the app straight and through nginx (bench/proxy.py).
+bench-proxy: $(VENV)/.dev
+	@command -v wrk >/dev/null || { echo "make bench-proxy needs wrk: apt-get install -y wrk"; exit 1; }
+	$(BIN)/python bench/proxy.py
 
 # Where the app's POST time goes: Bottle alone, then with parsing and rendering (bench/ladder.py).
 ladder: $(VENV)/.dev

@@ -54,6 +54,19 @@ def test_a_short_run_measures_its_targets_without_errors(tmp_path, arguments, me
         assert float(row[9]) > 0  # req/s as a share of the floor's
 
 
+@pytest.mark.stress
+def test_a_short_proxy_run_measures_both_paths_without_errors():
+    require("wrk")
+    command = [sys.executable, "bench/proxy.py", *SHORT]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    rows = [line.strip("|").split("|") for line in run.stdout.splitlines() if line.startswith("| ")]
+    cells = {(row[0].strip(), row[1].strip()): row for row in rows[1:]}
+    assert set(cells) == {(path, method) for path in ("straight", "proxy") for method in METHODS}
+    for row in cells.values():
+        assert float(row[2]) > 0 and row[4].strip() == "0", run.stdout  # req/s, no errors
+
+
 def test_recording_replaces_only_the_previous_results(tmp_path):
     output = tmp_path / "results.md"
     output.write_text(f"before\n{MARK_START}\nold table\n{MARK_END}\nafter\n")
