@@ -144,12 +144,16 @@ FORM_VIEW = SimpleTemplate(name="form", lookup=VIEWS)
 ERROR_VIEW = SimpleTemplate(name="error", lookup=VIEWS)
 
 
+def first(form, name: str) -> str:
+    """Return a field's value, stripped, or "". Sent twice: the first counts, as in the seed."""
+    values = form.getall(name)
+    return values[0].strip() if values else ""
+
+
 def validate(form) -> tuple[dict, dict]:
     """Return the cleaned values of a submitted form (a Bottle FormsDict) and errors by field."""
     errors = {}
-    age = (form.getall("age") or [""])[
-        0
-    ].strip()  # a repeated field: the first counts, as in the seed
+    age = first(form, "age")
     digits = re.fullmatch(r"0*([0-9]{1,3})", age)
     if digits and int(digits[1]) <= MAX_AGE:
         age = str(int(digits[1]))

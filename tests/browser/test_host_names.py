@@ -8,7 +8,7 @@ app sent `Referrer-Policy: no-referrer`, which makes a browser send `Origin: nul
 
 import pytest
 from helpers import hobbies_shown
-from pages import submit
+from pages import fill, submit
 
 import app
 
@@ -30,10 +30,8 @@ def test_the_form_works_at_a_host_name(request, page, servers, way):
         url = f"http://form.test:{servers('procfile').port}"
     [age], hobbies = app.EXAMPLE["age"], app.EXAMPLE["hobbies"]
     page.goto(url + "/")
-    page.get_by_label("Age").press_sequentially(age)
-    for value in hobbies:
-        page.get_by_label(app.HOBBIES[value]).check()
+    fill(page)
     submit(page)
     assert page.url == url + "/"
     result = " ".join(page.locator("#result").inner_text().split())
-    assert result == f"Age: {age} {hobbies_shown(hobbies)}"
+    assert f"Age: {age} {hobbies_shown(hobbies)}" in result
