@@ -53,6 +53,7 @@ def certificate(folder: Path) -> tuple[Path, Path]:
         made = subprocess.run(make, capture_output=True, text=True)
         if made.returncode != 0:
             sys.exit(f"openssl could not make a certificate:\n{made.stderr}")
+        key.chmod(0o600)  # openssl keeps an existing file's mode
     return cert, key
 
 
@@ -215,9 +216,12 @@ def stop_all(children: dict) -> bool:
 
 def main() -> int:
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal closed
         signal.signal(sig, lambda signum, frame: stop.set())
-    port = int(os.environ.get("PORT", "8443"))
+    port = os.environ.get("PORT", "8443")
+    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        sys.exit(f"PORT must be a port number from 1 to 65535, not {port!r}")
+    port = int(port)
     folder = Path(os.environ.get("RUN_DIR", ROOT / ".run" / "proxy")).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     app_port = free_port()

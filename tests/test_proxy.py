@@ -432,7 +432,9 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["Ctrl-C", "SIGTERM", "hang-up"]
+)
 def test_run_proxy_stops_nginx_and_the_app_and_exits_0(tmp_path, sig):
     running = start_proxy(tmp_path)
     assert f"Serving the form on {running.url}/ " in running.server.output()
