@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 import pytest
 import webtest.forms
+from bottle import FormsDict
 
 import app
 
@@ -125,6 +126,15 @@ def result_line(res) -> str:
 def example(**changes) -> dict[str, list[str]]:
     """Return the app's example submission, field -> values, with the given fields changed."""
     return {**app.EXAMPLE, **{name: list(values) for name, values in changes.items()}}
+
+
+def submitted(**changes) -> FormsDict:
+    """Return the example submission, changed as given, as Bottle hands it to validate()."""
+    form = FormsDict()
+    for name, values in example(**changes).items():
+        for value in values:
+            form.append(name, value)
+    return form
 
 
 def encoded(**changes) -> bytes:

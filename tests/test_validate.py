@@ -1,20 +1,10 @@
 """validate(): the form's rules on their own, each case the example submission with one change."""
 
 import pytest
-from bottle import FormsDict
-from helpers import example
+from helpers import submitted
 
 import app
 from app import validate
-
-
-def submitted(**changes) -> FormsDict:
-    """Return the example submission, changed as given, as Bottle hands it to validate()."""
-    form = FormsDict()
-    for name, values in example(**changes).items():
-        for value in values:
-            form.append(name, value)
-    return form
 
 
 def test_the_example_submission_is_valid():
