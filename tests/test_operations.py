@@ -1,5 +1,6 @@
 """Running it: entry points, settings, health check, access log, working directory."""
 
+import functools
 import logging
 import os
 import runpy
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote, unquote
 
+import bottle
 import pytest
 import waitress
 import webtest
@@ -37,6 +39,14 @@ def test_the_health_check_is_plain_text(testapp):
     res = testapp.get("/healthz")
     assert res.content_type == "text/plain"
     assert res.text == "ok\n"
+
+
+def test_the_form_is_sent_as_bottle_routes_it(wsgiapp):
+    # app.wsgi answers GET / before Bottle's routing, for speed: it must send what the route does.
+    routed = webtest.TestApp(functools.partial(bottle.Bottle.wsgi, app.app)).get("/")
+    sent = wsgiapp.get("/?age=34")  # a query changes nothing
+    assert (sent.status, sent.body) == (routed.status, routed.body)
+    assert sent.headerlist == routed.headerlist + app.SECURITY_HEADERS
 
 
 def test_each_request_logs_one_line_without_form_values(wsgiapp, capsys):
