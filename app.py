@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 VIEWS = [str(HERE / "views")]  # Bottle's default TEMPLATE_PATH is relative to the cwd
 STATIC = HERE / "static"
 
+TITLE = "Age and hobbies"  # the form page's title and heading
 # The hobbies the form offers, value -> label, in the form's order. "tunning" is the seed's value:
 # kept so that clients of the old form keep working.
 HOBBIES = {"software": "Software", "tunning": "Auto Tuning"}
@@ -143,8 +144,10 @@ class Refusal(HTTPError):
 app = FormApp()
 application = app  # the name servers import: `waitress-serve app:application`
 # Each view compiled once and held, rather than looked up by name on every call to template().
+LAYOUT_VIEW = SimpleTemplate(name="layout", lookup=VIEWS)  # the page around each view
 FORM_VIEW = SimpleTemplate(name="form", lookup=VIEWS)
 ERROR_VIEW = SimpleTemplate(name="error", lookup=VIEWS)
+CONTENT = "\0"  # marks the view's place in the layout: templates hold no NUL of their own
 
 
 def first(form, name: str) -> str:
@@ -169,9 +172,32 @@ def validate(form) -> tuple[dict, dict]:
     return {"age": age, "hobbies": chosen}, errors
 
 
+@functools.lru_cache(maxsize=64)  # one per page title: the form's two and the error statuses
+def layout(title: str) -> tuple[str, str]:
+    """Return the layout's HTML before and after a view, rendered once for each title.
+
+    The layout depends on the title alone, so a page is one template run, not two as with
+    SimpleTemplate's rebase (docs/benchmark.md).
+    """
+    before, _, after = LAYOUT_VIEW.render(title=title, content=CONTENT).partition(CONTENT)
+    return before, after
+
+
+def in_layout(title: str, content: str) -> str:
+    """Return a whole page: a view's HTML inside the layout."""
+    before, after = layout(title)
+    return before + content + after
+
+
 def render_form(values: dict, errors: dict) -> str:
     """Render the form page with the given values and errors."""
-    return FORM_VIEW.render(hobbies=HOBBIES, values=values, errors=errors)
+    content = FORM_VIEW.render(title=TITLE, hobbies=HOBBIES, values=values, errors=errors)
+    return in_layout(f"Error: {TITLE}" if errors else TITLE, content)
+
+
+def render_error(status: str, message: str) -> str:
+    """Render an error page: its status line and what to do about it."""
+    return in_layout(status, ERROR_VIEW.render(status=status, message=message))
 
 
 def is_cross_origin(environ: dict) -> bool:
@@ -349,7 +375,7 @@ def error_page(error: HTTPError) -> str:
         message = error.body
     else:
         message = ERROR_MESSAGES.get(error.status_code, error.status_line)
-    return ERROR_VIEW.render(status=error.status_line, message=message)
+    return render_error(error.status_line, message)
 
 
 app.default_error_handler = error_page

@@ -26,9 +26,7 @@ STATUS_LINES = {
 def pages() -> dict[str, str]:
     """Return each error page's file name and HTML, rendered as the app renders its own."""
     return {
-        f"{status}.html": app.ERROR_VIEW.render(
-            status=STATUS_LINES[status], message=app.ERROR_MESSAGES[message]
-        )
+        f"{status}.html": app.render_error(STATUS_LINES[status], app.ERROR_MESSAGES[message])
         for status, message in MESSAGES.items()
     }
 

@@ -43,6 +43,7 @@ def assert_error_page(res, status: int, says: str):
     assert res.status_int == status
     assert res.content_type == "text/html"
     assert res.html.h1.get_text().startswith(str(status))
+    assert res.html.title.get_text() == res.status  # the status line, as in the heading
     assert says in res.html.main.get_text()
     assert res.html.main.find("a", href="/").get_text() == "Back to the form"
     res.mustcontain(no=["Traceback", "bottle", "Error: 4", "Sorry, the requested URL"])

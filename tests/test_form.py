@@ -122,6 +122,15 @@ def test_unknown_hobby_is_rejected_and_known_ones_stay_ticked(testapp):
     assert res.html.find(id="age").get("aria-invalid") is None
 
 
+def test_the_title_says_whether_the_form_has_errors(testapp):
+    # The title is read out first when a page loads: it says that the form needs fixing.
+    assert testapp.get("/").html.title.get_text() == app.TITLE
+    assert testapp.post("/", example()).html.title.get_text() == app.TITLE
+    res = testapp.post("/", example(age=["x"]), status=422)
+    assert res.html.title.get_text() == f"Error: {app.TITLE}"
+    assert res.html.h1.get_text() == app.TITLE
+
+
 def test_fixing_the_error_gives_the_result(testapp):
     res = fill(testapp.get("/").form, age=["abc"]).submit(status=422)
     res.form["age"] = str(app.MAX_AGE)

@@ -1,8 +1,7 @@
-% rebase("base.tpl", title=("Error: " if errors else "") + "Age and hobbies")
 % def error_for(name):
 %   return f' aria-invalid="true" aria-describedby="{name}-error"' if name in errors else ""
 % end
-<h1>Age and hobbies</h1>
+<h1>{{title}}</h1>
 <form method="post" action="/">
   <p>
     <label for="age">Age</label>

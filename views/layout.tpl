@@ -9,7 +9,7 @@
 </head>
 <body>
 <main>
-{{!base}}
+{{!content}}
 </main>
 </body>
 </html>
