@@ -35,6 +35,7 @@ TITLE = "Age and hobbies"  # the form page's title and heading
 # kept so that clients of the old form keep working.
 HOBBIES = {"software": "Software", "tunning": "Auto Tuning"}
 MAX_AGE = 150
+AGE = re.compile(r"0*([0-9]{1,3})")  # a whole number: up to three digits after any zeros
 # A valid submission, field -> values: what the tests and the benchmark send.
 EXAMPLE = {"age": ["34"], "hobbies": list(HOBBIES)}
 FORM_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data"}
@@ -160,7 +161,7 @@ def validate(form) -> tuple[dict, dict]:
     """Return the cleaned values of a submitted form (a Bottle FormsDict) and errors by field."""
     errors = {}
     age = first(form, "age")
-    digits = re.fullmatch(r"0*([0-9]{1,3})", age)
+    digits = AGE.fullmatch(age)
     if digits and int(digits[1]) <= MAX_AGE:
         age = str(int(digits[1]))
     elif age:
@@ -238,7 +239,8 @@ def media_type(header: str) -> tuple[str, dict]:
 
 def read_form():
     """Return the submitted form as UTF-8 text, or refuse it with the 4xx that says why."""
-    kind, params = media_type(request.environ.get("CONTENT_TYPE", ""))  # not lower-cased
+    environ = request.environ
+    kind, params = media_type(environ.get("CONTENT_TYPE", ""))  # not lower-cased
     if kind not in FORM_TYPES:
         abort(415)
     if params.get("charset", "utf-8").lower() not in ("utf-8", "utf8"):
@@ -255,11 +257,11 @@ def read_form():
             abort(400)
         check_parts(body, boundary)
         # Bottle reads the body as the type it sees, case-sensitively: show it the one accepted.
-        request.environ["CONTENT_TYPE"] = f"{kind}; boundary={boundary}"
+        environ["CONTENT_TYPE"] = f"{kind}; boundary={boundary}"
     else:
         if body.count(b"&") >= MAX_FIELDS:  # Bottle splits the fields on & alone
             raise Refusal(413, TOO_MANY_FIELDS)
-        request.environ["CONTENT_TYPE"] = kind
+        environ["CONTENT_TYPE"] = kind
     try:
         form = request.forms.decode("utf-8")
     except (ValueError, LookupError):  # bad UTF-8, or a broken multipart body
@@ -386,9 +388,17 @@ def escaped(text: str) -> str:
     return text.encode("unicode_escape").decode("ascii")
 
 
+# What a logged token keeps as it is, besides letters, digits and _.-~. Not ( ): see loggable().
+LOG_SAFE = "/:@!$&'*+,;=~"
+LOGS_AS_IS = re.compile(rf"[\w.{re.escape(LOG_SAFE)}-]*", re.ASCII)  # what quote() leaves alone
+
+
 def loggable(text: str, limit: int = 200) -> str:
-    """Return request text as one log token: percent-encoded (no spaces or controls), capped."""
-    token = quote(text.encode("latin-1", "replace"), safe="/:@!$&'*+,;=~")  # not ( ): see below
+    """Return request text as one log token: percent-encoded (no spaces or controls), capped,
+    so that the cap's mark `...(NB)` cannot be sent as text."""
+    if len(text) <= limit and LOGS_AS_IS.fullmatch(text):
+        return text  # the usual address, method or path: what quote() returns, only sooner
+    token = quote(text.encode("latin-1", "replace"), safe=LOG_SAFE)
     return token if len(token) <= limit else f"{token[:limit]}...({len(token)}B)"
 
 

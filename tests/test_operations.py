@@ -130,6 +130,16 @@ def test_the_logged_path_is_one_unambiguous_token(wsgiapp, capsys, path):
     assert unquote(fields[4]) == path
 
 
+def test_text_is_logged_as_is_only_where_percent_encoding_would_keep_it():
+    # loggable() skips quote() for text that LOGS_AS_IS matches: the two must agree on each byte.
+    for code in range(256):
+        char = chr(code)
+        assert bool(app.LOGS_AS_IS.fullmatch(char)) == (
+            quote(char.encode("latin-1"), safe=app.LOG_SAFE) == char
+        )
+        assert app.loggable(f"/{char}x") == quote(f"/{char}x".encode("latin-1"), safe=app.LOG_SAFE)
+
+
 def test_a_long_path_is_logged_capped(wsgiapp, capsys):
     wsgiapp.get("/" + "%01" * 5000, status=404)
     wsgiapp.get("/x...(999B)", status=404)  # a path that looks like the mark of a capped one
