@@ -11,7 +11,7 @@ VENV_3_13 := .venv-3.13
 # hands a worker that finishes early tests from the other's queue, as the fuzz tests run long.
 PARALLEL := -n auto --dist worksteal
 
-.PHONY: run run-proxy test test-3.13 stress fuzz bench bench-proxy ladder screenshots clean
+.PHONY: run run-proxy test test-3.13 stress fuzz bench bench-proxy ladder features screenshots clean
 
 run: $(VENV)/.runtime
 	$(BIN)/python app.py
@@ -63,6 +63,10 @@ ladder: $(VENV)/.dev
 	@command -v wrk >/dev/null || { echo "make ladder needs wrk: apt-get install -y wrk"; exit 1; }
 	$(BIN)/python bench/bench.py --targets floor fixed parse render parse_render app \
 		--rounds 5 --seconds 4 --growth --rss-requests 0 --output bench/ladder.md
+
+# What each of the app's own features costs per POST, in-process (bench/features.py). No wrk.
+features: $(VENV)/.dev
+	$(BIN)/python bench/features.py
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)

@@ -54,6 +54,16 @@ def test_a_short_run_measures_its_targets_without_errors(tmp_path, arguments, me
         assert float(row[9]) > 0  # req/s as a share of the floor's
 
 
+def test_the_features_script_prints_a_cost_for_each_step():
+    # In its own process: it takes the app's features out of the app it imports.
+    command = [sys.executable, "bench/features.py", "20"]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert [line.split("  ")[0] for line in lines][::6] == ["the app", "the parse_render rung"]
+    assert len(lines) == 7 and all(float(line.split()[-2]) > 0 for line in lines)
+
+
 @pytest.mark.stress
 def test_a_short_proxy_run_measures_both_paths_without_errors():
     require("wrk")
