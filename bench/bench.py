@@ -141,10 +141,10 @@ def table(rows: list[list], header: list[str]) -> list[str]:
     return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
 
 
-def report(args, sizes, main, growth, rss) -> str:
+def report(args, measured_on, sizes, main, growth, rss) -> str:
     """Return the results as Markdown: the main table, ratios and targets, growth and RSS."""
     lines = [
-        f"Measured {machine()}.",
+        f"Measured {measured_on}.",
         "",
         f"`{' '.join(sys.argv[1:]) or 'defaults'}`: servers pinned to CPU {SERVER_CPU}, wrk to "
         f"CPU {LOAD_CPU}; {args.rounds} interleaved rounds of {args.seconds}s at 16 connections, "
@@ -243,6 +243,7 @@ def main():
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
     args = parser.parse_args()
     check_tools()
+    measured_on = machine()  # the time and load average at the start
 
     with tempfile.TemporaryDirectory() as logs:
         servers = {}
@@ -275,7 +276,7 @@ def main():
         finally:
             for server in servers.values():
                 server.stop()
-    text = report(args, sizes, main, growth, rss)
+    text = report(args, measured_on, sizes, main, growth, rss)
     print(text)
     record(args.output, text)
 
