@@ -131,7 +131,7 @@ class FormApp(Bottle):
                 loggable(environ.get("REMOTE_ADDR") or "-", 50),  # from X-Forwarded-For too
                 environ.get("wsgi.url_scheme") or "-",
                 loggable(environ.get("REQUEST_METHOD", ""), 20),
-                loggable(environ.get("bottle.raw_path", environ.get("PATH_INFO", ""))),
+                loggable(environ.get("bottle.raw_path", environ.get("PATH_INFO")) or "-"),
                 status.split(" ")[0],
                 f"{elapsed:.1f}ms",
             ]

@@ -140,6 +140,13 @@ def test_text_is_logged_as_is_only_where_percent_encoding_would_keep_it():
         assert app.loggable(f"/{char}x") == quote(f"/{char}x".encode("latin-1"), safe=app.LOG_SAFE)
 
 
+def test_an_empty_path_is_logged_as_a_dash(wsgiapp, capsys):
+    # `GET ?x` and absolute-form targets reach the app with an empty path, which Bottle serves as /.
+    wsgiapp.get("/", extra_environ={"PATH_INFO": ""})
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.split(" ")[3:6] == ["GET", "-", "200"]
+
+
 def test_a_long_path_is_logged_capped(wsgiapp, capsys):
     wsgiapp.get("/" + "%01" * 5000, status=404)
     wsgiapp.get("/x...(999B)", status=404)  # a path that looks like the mark of a capped one
