@@ -320,6 +320,9 @@ def empty_form_response(start_response) -> list[bytes]:
     return [page]
 
 
+empty_form()  # rendered now: a form that cannot render stops the app at start, not on each GET
+
+
 @app.post("/")
 def submit_form():
     """Validate the submitted form and show it back with the result or the errors."""

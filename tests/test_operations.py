@@ -5,6 +5,7 @@ import logging
 import os
 import runpy
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -104,6 +105,18 @@ def test_app_py_runs_from_another_directory(tmp_path):
         webtest.TestApp(server.url).get("/").mustcontain(app.TITLE)
     finally:
         server.stop()
+
+
+def test_a_form_that_cannot_render_stops_the_app_at_start(tmp_path):
+    # GET / is answered outside Bottle, so its page must be known good before the first request.
+    for name in ("app.py", "shutdown.py", "views", "static"):
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
+        copy(ROOT / name, tmp_path / name)
+    form = tmp_path / "views" / "form.tpl"
+    form.write_text(form.read_text() + "{{no_such_name}}\n")
+    command = [sys.executable, "-c", "import app"]
+    run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and "no_such_name" in run.stderr
 
 
 def test_app_py_listens_on_loopback_8080_by_default(monkeypatch):
