@@ -141,6 +141,22 @@ def table(rows: list[list], header: list[str]) -> list[str]:
     return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
 
 
+def share_verdicts(method: str, app: dict, base: dict, name: str, share: float) -> list[list]:
+    """Return the verdict rows for the app's rate as a share of another target's, two ways."""
+    ratio = app["rps"] / base["rps"]
+    # Less noisy on a shared machine: the server is CPU-bound, so rates go as 1 / CPU.
+    cpu = base["cpu_us"] / app["cpu_us"]
+    return [
+        at_least(f"{method} req/s app/{name}", ratio, share),
+        at_least(f"{method} CPU/req {name}/app", cpu, share),
+    ]
+
+
+def at_least(label: str, measured: float, target: float) -> list:
+    """Return a verdict row: a measured share against the least it must be."""
+    return [label, f"{measured:.3f}", f">= {target}", "met" if measured >= target else "MISSED"]
+
+
 def report(args, measured_on, sizes, main, growth, rss) -> str:
     """Return the results as Markdown: the main table, ratios and targets, growth and RSS."""
     lines = [
@@ -175,23 +191,14 @@ def report(args, measured_on, sizes, main, growth, rss) -> str:
         if ("app", method) not in main or ("floor", method) not in main:
             continue
         app, floor = main["app", method], main["floor", method]
-        ratio, p99 = app["rps"] / floor["rps"], app["p99_ms"] / floor["p99_ms"]
-        verdicts.append([f"{method} req/s app/floor", f"{ratio:.3f}", f">= {floor_share}"])
-        verdicts[-1].append("met" if ratio >= floor_share else "MISSED")
-        # Less noisy on a shared machine: the server is CPU-bound, so rates go as 1 / CPU.
-        cpu = floor["cpu_us"] / app["cpu_us"]
-        verdicts.append([f"{method} CPU/req floor/app", f"{cpu:.3f}", f">= {floor_share}"])
-        verdicts[-1].append("met" if cpu >= floor_share else "MISSED")
+        verdicts += share_verdicts(method, app, floor, "floor", floor_share)
+        p99 = app["p99_ms"] / floor["p99_ms"]
         verdicts.append([f"{method} p99 app/floor", f"{p99:.3f}", "<= 1.5"])
         verdicts[-1].append("met" if p99 <= 1.5 else "MISSED")
     if ("app", "POST") in main and ("parse_render", "POST") in main:
         # The production checks against Bottle parsing and rendering the same POST without them.
-        app, rung = main["app", "POST"], main["parse_render", "POST"]
-        ratio, cpu = app["rps"] / rung["rps"], rung["cpu_us"] / app["cpu_us"]
-        verdicts.append(["POST req/s app/parse_render", f"{ratio:.3f}", ">= 1.0"])
-        verdicts[-1].append("met" if ratio >= 1 else "MISSED")
-        verdicts.append(["POST CPU/req parse_render/app", f"{cpu:.3f}", ">= 1.0"])
-        verdicts[-1].append("met" if cpu >= 1 else "MISSED")
+        rung = main["parse_render", "POST"]
+        verdicts += share_verdicts("POST", main["app", "POST"], rung, "parse_render", 1.0)
     errors = sum(main[key]["non2xx"] for key in main if key[0] != "seed")
     verdicts.append(["non-2xx, app and floor", errors, "0", "met" if errors == 0 else "MISSED"])
     for target, r in rss.items():
