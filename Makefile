@@ -19,7 +19,7 @@ run: $(VENV)/.runtime
 # The app behind the shipped nginx (deploy/), as on a server: https://127.0.0.1:8443/ (or $PORT),
 # with a self-signed certificate made on first use. Needs nginx and openssl.
 run-proxy: $(VENV)/.runtime
-	$(BIN)/python deploy/run_proxy.py
+	$(BIN)/python -m deploy.run_proxy
 
 # bandit: the app strictly; tests, bench and deploy's local runner may assert and start servers,
 # wrk, nginx and openssl (B101, B404, B603, B607).

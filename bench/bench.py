@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 from floor import FORM  # noqa: E402  (one form body for every target and tool)
-from helpers import Server, procfile_web_command, start_server  # noqa: E402
+
+from deploy.servers import Server, procfile_web_command, start_server  # noqa: E402
 
 WRK_SCRIPT = ROOT / "bench" / "wrk.lua"
 SERVER_CPU, LOAD_CPU = "0", "1"  # one core each, so the server never competes with wrk

@@ -1,4 +1,5 @@
-"""Serve the app behind the shipped nginx configuration, on this machine: `make run-proxy`.
+"""Serve the app behind the shipped nginx configuration, on this machine: `make run-proxy`
+(`python -m deploy.run_proxy` from the project folder).
 
 nginx terminates TLS on https://127.0.0.1:$PORT/ (PORT defaults to 8443) with a self-signed
 certificate made on first use, and forwards to the app, started as the Procfile's web: command on a
@@ -14,12 +15,13 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+
+from deploy import servers
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -119,32 +121,6 @@ http {{
     return config
 
 
-def free_port() -> int:
-    """Return a loopback port that nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def procfile_web_command() -> str:
-    """Return the Procfile's `web:` command line."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.startswith("web:"):
-            return line.removeprefix("web:").strip()
-    raise ValueError("the Procfile has no web: line")
-
-
-def start_app(port: int) -> subprocess.Popen:
-    """Start the app as the Procfile does, on loopback, where nginx reaches it."""
-    # The venv's bin (where waitress-serve lives) first, as `make run` has it.
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "PATH": path}
-    # Its own process group: Ctrl-C in a terminal reaches this script only, which stops the
-    # servers in order, rather than both servers at once.
-    command = ["sh", "-c", f"exec {procfile_web_command()}"]
-    return subprocess.Popen(command, cwd=ROOT, env=env, process_group=0)
-
-
 def start_nginx(config: Path) -> subprocess.Popen:
     """Start nginx in the foreground with its configuration and files in the config's folder."""
     prefix = f"{config.parent}/"
@@ -152,38 +128,30 @@ def start_nginx(config: Path) -> subprocess.Popen:
     return subprocess.Popen(command, process_group=0)
 
 
-def wait_until_listening(port: int, process: subprocess.Popen, stop: threading.Event) -> bool:
-    """Wait until a child accepts connections on the port; False if it exits or we must stop."""
+def until_listening(process: subprocess.Popen, port: int, stop: threading.Event) -> bool:
+    """Wait until a child listens on the port; False if it exits, or if we are told to stop."""
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and process.poll() is None and not stop.is_set():
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    while time.monotonic() < deadline and not stop.is_set():
+        if servers.wait_until_listening(process, port, timeout=0.2):
             return True
-        except OSError:
-            time.sleep(0.05)
+        if process.poll() is not None:
+            return False
     return False
-
-
-def stop_child(process: subprocess.Popen, sig: signal.Signals, timeout: float) -> int:
-    """Signal a child to stop and return its exit status; kill it if it takes too long."""
-    if process.poll() is None:
-        process.send_signal(sig)
-    try:
-        return process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        return -signal.SIGKILL
 
 
 def serve(children: dict, port: int, app_port: int, config: Path, stop: threading.Event) -> int:
     """Start the app, then nginx in front of it, and watch both until told to stop."""
+    for busy in (port, app_port):
+        if servers.listening(busy):
+            print(f"run_proxy: port {busy} is in use already", file=sys.stderr)
+            return 1
+    app_environ = {"HOST": "127.0.0.1", "PORT": str(app_port)}
     for name, start, listen in [
-        ("app", lambda: start_app(app_port), app_port),
+        ("app", lambda: servers.spawn(servers.procfile_web_command(), app_environ), app_port),
         ("nginx", lambda: start_nginx(config), port),
     ]:
-        children[name] = start()
-        if not wait_until_listening(listen, children[name], stop):
+        children[name] = servers.Server(start(), "127.0.0.1", listen)
+        if not until_listening(children[name].process, listen, stop):
             if stop.is_set():
                 return 0
             print(f"run_proxy: {name} did not listen on port {listen}", file=sys.stderr)
@@ -196,21 +164,21 @@ def serve(children: dict, port: int, app_port: int, config: Path, stop: threadin
     )
     while not stop.wait(0.2):
         for name, child in children.items():
-            if child.poll() is not None:
-                print(f"run_proxy: {name} exited with {child.returncode}", file=sys.stderr)
+            if child.process.poll() is not None:
+                print(f"run_proxy: {name} exited with {child.process.returncode}", file=sys.stderr)
                 return 1
     return 0
 
 
-def stop_all(children: dict) -> bool:
+def stop_all(children: dict[str, servers.Server]) -> bool:
     """Stop nginx, then the app; tell whether both exited 0."""
     statuses = []
     # nginx first, gracefully (SIGQUIT): it finishes the requests in flight, and no new ones
     # reach the app while the app drains its own (SIGTERM, shutdown.py).
     if "nginx" in children:
-        statuses.append(stop_child(children["nginx"], signal.SIGQUIT, timeout=15))
+        statuses.append(children["nginx"].stop(signal.SIGQUIT, timeout=15))
     if "app" in children:
-        statuses.append(stop_child(children["app"], signal.SIGTERM, timeout=30))
+        statuses.append(children["app"].stop(signal.SIGTERM, timeout=30))
     return all(status == 0 for status in statuses)
 
 
@@ -224,7 +192,7 @@ def main() -> int:
     port = int(port)
     folder = Path(os.environ.get("RUN_DIR", ROOT / ".run" / "proxy")).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    app_port = free_port()
+    app_port = servers.free_port()
     config = write_config(folder, port, app_port)
     children: dict[str, subprocess.Popen] = {}
     try:

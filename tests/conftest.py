@@ -2,9 +2,10 @@
 
 import pytest
 import webtest
-from helpers import SERVER_COMMANDS, raise_open_file_limit, start_proxy, start_server
+from helpers import SERVER_COMMANDS, raise_open_file_limit, start_proxy
 
 import app
+from deploy.servers import start_server
 
 
 @pytest.fixture(scope="session")

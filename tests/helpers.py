@@ -5,10 +5,8 @@ import re
 import resource
 import shlex
 import shutil
-import signal
 import socket
 import ssl
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -20,82 +18,7 @@ import webtest.forms
 from bottle import FormsDict
 
 import app
-
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent  # the venv's bin: where waitress-serve lives
-
-
-def procfile_web_command() -> str:
-    """Return the Procfile's `web:` command line."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.startswith("web:"):
-            return line.removeprefix("web:").strip()
-    raise AssertionError("the Procfile has no web: line")
-
-
-def free_port() -> int:
-    """Return a loopback port that nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Server:
-    """A real server in a subprocess: where it listens and what it logged."""
-
-    process: subprocess.Popen
-    host: str
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def stop(self, sig=signal.SIGTERM, timeout=30) -> int:  # longer than the app's 20 s drain
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()  # never leave a server behind
-            self.process.wait()
-            raise
-
-
-def start_server(
-    command: str, log: Path, cwd: Path = ROOT, environ: dict | None = None, timeout: float = 60
-) -> Server:
-    """Run a shell command that serves the app and wait until it accepts connections.
-
-    It gets HOST=127.0.0.1 and a free PORT unless `environ` says otherwise (None unsets a name).
-    A server starts in well under a second; the timeout is only there to end a hang, and is long
-    because a machine shared with other test runs can take many seconds to start Python.
-    """
-    settings = {**os.environ, "HOST": "127.0.0.1", "PORT": str(free_port()), **(environ or {})}
-    settings["PATH"] = f"{BIN}:{os.environ['PATH']}"
-    env = {name: value for name, value in settings.items() if value is not None}
-    port = int(env.get("PORT", 8080))
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            ["sh", "-c", f"exec {command}"], cwd=cwd, env=env, stdout=out, stderr=out
-        )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{command!r} exited {process.returncode}:\n{log.read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return Server(process, "127.0.0.1", port, log)
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise AssertionError(f"{command!r} did not listen on {port} within {timeout}s")
-
+from deploy.servers import Server, procfile_web_command, start_server
 
 SERVER_COMMANDS = {
     "procfile": procfile_web_command(),
@@ -222,7 +145,7 @@ class Proxy:
         return self.tls().wrap_socket(sock, server_hostname="localhost")
 
 
-PROXY_COMMAND = f"{shlex.quote(sys.executable)} deploy/run_proxy.py"
+PROXY_COMMAND = f"{shlex.quote(sys.executable)} -m deploy.run_proxy"
 
 
 def start_proxy(folder: Path, command: str = PROXY_COMMAND) -> Proxy:

@@ -9,7 +9,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from helpers import SERVER_COMMANDS, encoded, start_server
+from helpers import SERVER_COMMANDS, encoded
+
+from deploy.servers import start_server
 
 FORM = b"Content-Type: application/x-www-form-urlencoded\r\n"
 

@@ -4,10 +4,11 @@ import subprocess
 import sys
 
 import pytest
-from helpers import ROOT, require
+from helpers import require
 
 from bench import floor, ladder
 from bench.bench import MARK_END, MARK_START, METHODS, RUNGS, TARGETS, record
+from deploy.servers import ROOT
 
 SHORT = ["--seconds=1", "--rounds=1"]
 

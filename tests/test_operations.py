@@ -17,10 +17,11 @@ import bottle
 import pytest
 import waitress
 import webtest
-from helpers import ROOT, SERVER_COMMANDS, example, exchange, procfile_web_command, start_server
+from helpers import SERVER_COMMANDS, example, exchange
 from waitress.adjustments import Adjustments
 
 import app
+from deploy.servers import ROOT, procfile_web_command, start_server
 
 LISTEN = "${HOST:-0.0.0.0}:${PORT:?set PORT to the port to listen on}"  # the Procfile's address
 

@@ -16,11 +16,9 @@ import pytest
 import webtest
 from bottle import FormsDict
 from helpers import (
-    ROOT,
     Proxy,
     encoded,
     fill,
-    free_port,
     hobbies_shown,
     require,
     result_line,
@@ -29,6 +27,7 @@ from helpers import (
 
 import app
 from deploy import error_pages, run_proxy
+from deploy.servers import ROOT, Server, free_port
 
 SITE = ROOT / "deploy" / "form-app.conf"
 FORM = "application/x-www-form-urlencoded"
@@ -270,10 +269,10 @@ def test_nginx_502_page_when_the_app_is_down_has_the_apps_layout_and_headers(tmp
     config = run_proxy.write_config(tmp_path, port, app_port=free_port())  # no app there
     nginx = run_proxy.start_nginx(config)
     try:
-        assert run_proxy.wait_until_listening(port, nginx, threading.Event())
+        assert run_proxy.until_listening(nginx, port, threading.Event())
         answer = request(Proxy(port, tmp_path), "GET", "/")
     finally:
-        assert run_proxy.stop_child(nginx, signal.SIGQUIT, timeout=10) == 0
+        assert Server(nginx, "127.0.0.1", port).stop(signal.SIGQUIT, timeout=10) == 0
     assert answer.status == 502
     assert answer.body == (error_pages.ERRORS / "502.html").read_bytes()
     assert_security_headers_once(answer.headers)

@@ -6,9 +6,10 @@ import socket
 import time
 
 import pytest
-from helpers import SERVER_COMMANDS, encoded, start_server
+from helpers import SERVER_COMMANDS, encoded
 
 import app
+from deploy.servers import start_server
 
 FORM = "application/x-www-form-urlencoded"
 BODY = encoded()

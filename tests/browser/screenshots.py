@@ -5,9 +5,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from helpers import SERVER_COMMANDS, start_server
+from helpers import SERVER_COMMANDS
 from pages import DESKTOP, INSTALL_HINTS, PHONE, STATES, launch
 from playwright.sync_api import sync_playwright
+
+from deploy.servers import start_server
 
 SCREENS = {"phone": PHONE, "desktop": DESKTOP}
 

