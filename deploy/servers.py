@@ -71,8 +71,9 @@ class Server:
             return -signal.SIGKILL
 
 
-def spawn(command: str, environ: dict, log: Path | None = None, cwd: Path = ROOT):
-    """Run a shell command in its own process group, the venv's bin first on its PATH.
+def spawn(command: str, environ: dict, out=None, cwd: Path = ROOT) -> subprocess.Popen:
+    """Run a shell command in its own process group, the venv's bin first on its PATH, its
+    output to the file `out` (None: this process's stdout and stderr).
 
     Its own group: Ctrl-C in a terminal reaches only the parent, which stops its children in
     order. `environ` is laid over this process's environment; None there unsets a name.
@@ -80,19 +81,8 @@ def spawn(command: str, environ: dict, log: Path | None = None, cwd: Path = ROOT
     settings = {**os.environ, **environ}
     settings["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {name: value for name, value in settings.items() if value is not None}
-    out = log.open("ab") if log else None
-    try:
-        return subprocess.Popen(
-            ["sh", "-c", f"exec {command}"],
-            cwd=cwd,
-            env=env,
-            stdout=out,
-            stderr=out,
-            process_group=0,
-        )
-    finally:
-        if out:
-            out.close()
+    command = ["sh", "-c", f"exec {command}"]
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=out, process_group=0)
 
 
 def wait_until_listening(process: subprocess.Popen, port: int, timeout: float = 60) -> bool:
@@ -124,7 +114,11 @@ def start_server(
     port = int(settings.get("PORT") or 8080)
     if listening(port):
         raise RuntimeError(f"port {port} is in use already: {command!r} cannot listen there")
-    process = spawn(command, settings, log, cwd)
+    if log is None:
+        process = spawn(command, settings, None, cwd)
+    else:
+        with log.open("ab") as out:
+            process = spawn(command, settings, out, cwd)
     if not wait_until_listening(process, port, timeout):
         server = Server(process, "127.0.0.1", port, log)
         server.stop(signal.SIGKILL)

@@ -1,4 +1,14 @@
-"""Fixtures: the app in-process, on real Waitress servers started as in production, behind nginx."""
+"""Fixtures. Where each test runs, and why:
+
+- `testapp`: the app in-process (WebTest, lint on), the same object Waitress serves. The form,
+  its errors, security and static files are the app's behaviour, not the server's: they are
+  tested here, once.
+- `server`: the app on a real Waitress, started by each command a user runs (the Procfile's
+  `web:` line, and `python app.py`). Only where the server is the point: entry points and
+  settings, limits Waitress enforces, the log stream, the drain on SIGTERM, raw-socket edge cases.
+- `proxy`: the app behind the shipped nginx, as `make run-proxy` serves it: the edge (TLS,
+  what nginx refuses, its error pages, forwarded addresses).
+"""
 
 import pytest
 import webtest
@@ -6,6 +16,12 @@ from helpers import SERVER_COMMANDS, raise_open_file_limit, start_proxy
 
 import app
 from deploy.servers import start_server
+
+
+@pytest.fixture
+def testapp():
+    """The app in-process, as a webtest.TestApp with WebTest's lint on."""
+    return webtest.TestApp(app.application)
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +40,12 @@ def servers(tmp_path_factory):
         running.stop()
 
 
+@pytest.fixture(params=list(SERVER_COMMANDS))
+def server(request, servers):
+    """The app on a real Waitress server: from the Procfile's web: line, then from app.py."""
+    return servers(request.param)
+
+
 @pytest.fixture(scope="session")
 def proxy(tmp_path_factory):
     """The app behind nginx, started by deploy/run_proxy.py as `make run-proxy` starts it."""
@@ -31,23 +53,3 @@ def proxy(tmp_path_factory):
     running = start_proxy(tmp_path_factory.mktemp("proxy"))
     yield running
     assert running.server.stop() == 0, running.server.output()
-
-
-@pytest.fixture(params=list(SERVER_COMMANDS))
-def server(request, servers):
-    """The app on a real Waitress server: from the Procfile's web: line, then from app.py."""
-    return servers(request.param)
-
-
-@pytest.fixture
-def wsgiapp():
-    """The WSGI application in-process, with WebTest's lint on."""
-    return webtest.TestApp(app.application)
-
-
-@pytest.fixture(params=["in-process", *SERVER_COMMANDS])
-def testapp(request, servers):
-    """The app as a webtest.TestApp: in-process, then on each real server."""
-    if request.param == "in-process":
-        return webtest.TestApp(app.application)
-    return webtest.TestApp(servers(request.param).url)

@@ -7,6 +7,7 @@ import pytest
 from helpers import encoded, example, result_line
 
 import app
+import guards
 
 PART = b'--zz\r\nContent-Disposition: form-data; name="age"\r\n\r\n%s\r\n--zz--\r\n'
 URLENCODED = "application/x-www-form-urlencoded"
@@ -155,13 +156,13 @@ def test_a_part_header_other_than_content_disposition_is_400(testapp, header):
 )
 def test_a_boundary_bottle_would_read_otherwise_is_400(testapp, content_type):
     # Parsed by Bottle as another boundary, these once let 500 parts past the field limit.
-    parts = [field("hobbies", next(iter(app.HOBBIES)).encode())] * (app.MAX_FIELDS * 2)
+    parts = [field("hobbies", next(iter(app.HOBBIES)).encode())] * (guards.MAX_FIELDS * 2)
     post_raw(testapp, multipart(*parts), content_type, status=400)
 
 
 def test_parts_are_counted_with_a_boundary_inside_a_value(testapp):
     parts = [field(name, value.encode()) for name, value in pairs(example())]
-    body = multipart(*parts, field("x", b"--zz" * app.MAX_FIELDS))
+    body = multipart(*parts, field("x", b"--zz" * guards.MAX_FIELDS))
     post_raw(testapp, body, "multipart/form-data; boundary=zz", status=413)
 
 
@@ -197,8 +198,8 @@ def test_more_fields_than_the_limit_are_refused_before_parsing(testapp, kind):
         parts = [field(name, value.encode()) for name, value in fields]
         return multipart(*parts), "multipart/form-data; boundary=zz"
 
-    post_raw(testapp, *body(app.MAX_FIELDS), status=200)
-    res = post_raw(testapp, *body(app.MAX_FIELDS + 1), status=413)
+    post_raw(testapp, *body(guards.MAX_FIELDS), status=200)
+    res = post_raw(testapp, *body(guards.MAX_FIELDS + 1), status=413)
     assert_error_page(res, 413, "too many fields")
 
 
@@ -247,21 +248,21 @@ def test_head_is_answered_like_get(testapp):
     assert res.body == b""
 
 
-def test_oversized_body_is_413_from_the_app_too(wsgiapp):
+def test_oversized_body_is_413_from_the_app_too(testapp):
     # Waitress refuses these first (tests/test_limits.py); the app's own check covers other servers.
     body = encoded(age=["1"])
-    body += b"&pad=" + b"1" * (app.MAX_BODY - len(body) - 5)
-    res = post_raw(wsgiapp, body, URLENCODED, status=413)
+    body += b"&pad=" + b"1" * (guards.MAX_BODY - len(body) - 5)
+    res = post_raw(testapp, body, URLENCODED, status=413)
     assert_error_page(res, 413, "too large")
-    post_raw(wsgiapp, body[:-1], URLENCODED, status=200)
+    post_raw(testapp, body[:-1], URLENCODED, status=200)
 
 
-def test_a_crash_is_logged_and_shows_a_generic_500(wsgiapp, monkeypatch):
+def test_a_crash_is_logged_and_shows_a_generic_500(testapp, monkeypatch):
     def broken(*args):
         raise RuntimeError("secret detail")
 
     monkeypatch.setattr(app, "validate", broken)
-    res = wsgiapp.post("/", example(), expect_errors=True)
+    res = testapp.post("/", example(), expect_errors=True)
     assert res.status_int == 500
     assert "Something went wrong on our side" in res.html.main.get_text()
     res.mustcontain(no=["secret detail", "Traceback", "RuntimeError"])

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from webtest.lint import middleware
 
 import app
+import guards
 
 # Every status the app answers with: its pages plus its documented errors. A 500 is not one.
 DOCUMENTED_STATUSES = {200, 304, 400, 403, 404, 405, 413, 415, 422}  # as README lists them
@@ -155,7 +156,7 @@ def call(environ) -> tuple[int, dict, bytes]:
 def check_page(environ, status, headers, body):
     """Assert the invariants every answer must keep."""
     assert status in DOCUMENTED_STATUSES, (status, body[:500])
-    for name, value in app.SECURITY_HEADERS:
+    for name, value in guards.SECURITY_HEADERS:
         assert headers[name] == value
     is_health = environ["PATH_INFO"] == "/healthz" and status == 200
     expected = "text/plain" if is_health else "text/html"
@@ -252,11 +253,11 @@ def test_submitted_text_comes_back_escaped(age):
         (f"{FORM_TYPES[1]}; boundary={BOUNDARY}", multipart([("age", age)])),
     ]:
         status, _, page = call(environ_for("POST", "/", "", content_type, body, {}))
-        if has_surrogate or app.NOT_TEXT.search(age):  # not UTF-8 or not HTML text: refused
+        if has_surrogate or guards.NOT_TEXT.search(age):  # not UTF-8 or not HTML text: refused
             assert status == 400
             continue
         if status == 413:  # over the size limit: nothing comes back
-            assert len(body) >= app.MAX_BODY
+            assert len(body) >= guards.MAX_BODY
             continue
         parsed = parse(page)
         assert parsed.elements <= KNOWN_ELEMENTS

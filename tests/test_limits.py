@@ -5,6 +5,7 @@ import webtest
 from helpers import encoded, exchange
 
 import app
+import guards
 
 CLOSE = "Connection: close\r\n"
 
@@ -24,14 +25,14 @@ def status_of(answer: bytes) -> int:
 
 def test_a_body_just_under_the_limit_is_accepted(server):
     body = encoded() + b"&pad="
-    body += b"x" * (app.MAX_BODY - 1 - len(body))
-    assert len(body) == app.MAX_BODY - 1
+    body += b"x" * (guards.MAX_BODY - 1 - len(body))
+    assert len(body) == guards.MAX_BODY - 1
     answer = exchange(server, head(server, f"Content-Length: {len(body)}\r\n{CLOSE}") + body)
     assert status_of(answer) == 200
     assert f"Age: {app.EXAMPLE['age'][0]}".encode() in answer
 
 
-@pytest.mark.parametrize("size", [app.MAX_BODY, 100 * app.MAX_BODY])
+@pytest.mark.parametrize("size", [guards.MAX_BODY, 100 * guards.MAX_BODY])
 def test_an_announced_oversized_body_is_refused_without_waiting_for_it(server, size):
     # No body follows: an answer (not a timeout) proves the server did not wait to buffer it.
     answer = exchange(server, head(server, f"Content-Length: {size}\r\n"))
@@ -43,7 +44,7 @@ def test_an_announced_oversized_body_is_refused_without_waiting_for_it(server, s
 def test_a_chunked_body_is_refused_as_soon_as_it_passes_the_limit(server, chunk_size):
     # Just past the limit and no final chunk: the server must answer without waiting for more.
     chunk = b"%x\r\n" % chunk_size + b"x" * chunk_size + b"\r\n"
-    chunks = chunk * (app.MAX_BODY // len(chunk) + 1)
+    chunks = chunk * (guards.MAX_BODY // len(chunk) + 1)
     answer = exchange(server, head(server, "Transfer-Encoding: chunked\r\n") + chunks)
     assert status_of(answer) == 413
 
@@ -57,7 +58,7 @@ def test_a_chunked_body_within_the_limit_is_read(server):
 
 
 def test_an_oversized_form_from_webtest_is_413(server):
-    webtest.TestApp(server.url).post("/", {"age": "1" * app.MAX_BODY}, status=413)
+    webtest.TestApp(server.url).post("/", {"age": "1" * guards.MAX_BODY}, status=413)
 
 
 def test_an_oversized_header_block_is_refused(server):

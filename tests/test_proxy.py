@@ -26,6 +26,7 @@ from helpers import (
 )
 
 import app
+import guards
 from deploy import error_pages, run_proxy
 from deploy.servers import ROOT, Server, free_port
 
@@ -132,7 +133,7 @@ def request(proxy, method: str, path: str, body: bytes | None = None, headers=No
 
 def assert_security_headers_once(headers: list[tuple[str, str]]):
     """Check that a response has each of the app's security headers, once, with its value."""
-    for name, value in app.SECURITY_HEADERS:
+    for name, value in guards.SECURITY_HEADERS:
         assert [v for key, v in headers if key.lower() == name.lower()] == [value], name
 
 
@@ -159,9 +160,9 @@ def proxyapp(proxy, monkeypatch):
 
 def test_nginx_sends_the_apps_security_headers_instead_of_the_apps_copies():
     assert site("add_header", "server") == [
-        [name, value, "always"] for name, value in app.SECURITY_HEADERS
+        [name, value, "always"] for name, value in guards.SECURITY_HEADERS
     ]
-    assert site("proxy_hide_header", "location") == [[name] for name, _ in app.SECURITY_HEADERS]
+    assert site("proxy_hide_header", "location") == [[name] for name, _ in guards.SECURITY_HEADERS]
 
 
 def test_nginx_closes_idle_upstream_connections_before_waitress_does():
@@ -231,8 +232,8 @@ def test_same_origin_posts_keep_the_port_in_host_and_cross_origin_ones_are_refus
 
 def test_the_largest_body_waitress_accepts_passes_through_nginx(proxy):
     body = encoded() + b"&pad="
-    body += b"x" * (app.MAX_BODY - 1 - len(body))
-    assert len(body) == app.MAX_BODY - 1
+    body += b"x" * (guards.MAX_BODY - 1 - len(body))
+    assert len(body) == guards.MAX_BODY - 1
     answer = request(proxy, "POST", "/", body, {"Content-Type": FORM})
     assert answer.status == 200
     assert f"Age: {app.EXAMPLE['age'][0]}".encode() in answer.body
@@ -240,7 +241,7 @@ def test_the_largest_body_waitress_accepts_passes_through_nginx(proxy):
 
 @pytest.mark.parametrize("framing", ["Content-Length", "chunked"])
 def test_a_body_at_the_limit_gets_nginx_413_page_with_the_security_headers(proxy, framing):
-    body = b"age=" + b"1" * (app.MAX_BODY - 4)
+    body = b"age=" + b"1" * (guards.MAX_BODY - 4)
     if framing == "chunked":
         body, head = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body), "Transfer-Encoding: chunked"
     else:

@@ -4,6 +4,7 @@ import pytest
 from helpers import example, fill, same_origin
 
 import app
+import guards
 
 PAYLOAD = "\"><script>alert('x')</script><img src=x onerror=alert(1)>"
 VALID = example()
@@ -75,11 +76,11 @@ def test_every_response_carries_the_security_headers(testapp):
         assert "script-src" not in policy
 
 
-def test_the_500_page_carries_the_security_headers(wsgiapp, monkeypatch):
+def test_the_500_page_carries_the_security_headers(testapp, monkeypatch):
     monkeypatch.setattr(app, "validate", None)
-    res = wsgiapp.post("/", VALID, expect_errors=True)
+    res = testapp.post("/", VALID, expect_errors=True)
     assert res.status_int == 500
-    assert dict(app.SECURITY_HEADERS).items() <= dict(res.headers).items()
+    assert dict(guards.SECURITY_HEADERS).items() <= dict(res.headers).items()
 
 
 def test_pages_with_submitted_values_are_not_stored(testapp):

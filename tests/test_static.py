@@ -48,9 +48,9 @@ def test_range_requests_get_the_whole_file(testapp, value):
     assert testapp.get("/static/style.css", headers={"Range": value}).body == whole
 
 
-def test_missing_files_are_not_remembered(wsgiapp):
+def test_missing_files_are_not_remembered(testapp):
     for index in range(100):
-        wsgiapp.get(f"/static/missing-{index}.css", status=404)
+        testapp.get(f"/static/missing-{index}.css", status=404)
     assert app.static_assets.cache_info().currsize == 1  # one table of the files, not a name each
 
 

@@ -1,3 +1,4 @@
-<h1>{{status}}</h1>
+% rebase("base.tpl", title=title)
+<h1>{{title}}</h1>
 <p>{{message}}</p>
 <p><a href="/">Back to the form</a></p>

@@ -1,7 +1,8 @@
+% rebase("base.tpl", title=title)
 % def error_for(name):
 %   return f' aria-invalid="true" aria-describedby="{name}-error"' if name in errors else ""
 % end
-<h1>{{title}}</h1>
+<h1>{{heading}}</h1>
 <form method="post" action="/">
   <p>
     <label for="age">Age</label>

@@ -6,7 +6,7 @@ from pages import INVALID, PHONE, STATES, ConsoleWatch, empty_form, example, fil
 from playwright.sync_api import expect
 
 import app
-from app import SECURITY_HEADERS
+from guards import SECURITY_HEADERS
 
 
 def result_text(page) -> str:

@@ -9,7 +9,7 @@
 </head>
 <body>
 <main>
-{{!content}}
+{{!base}}
 </main>
 </body>
 </html>

@@ -1,0 +1,176 @@
+"""Request guards: what the app refuses before the form's own rules see a request, and why.
+
+Bottle reads whatever it is sent, as best it can; a form app on the internet must not. Here:
+- every response carries the security headers (no scripts, no framing, no sniffing), and one
+  access line is logged for it (logs.py);
+- a path whose %-escapes are not UTF-8 is refused, where Bottle would drop the bad bytes and
+  serve another path;
+- a state-changing request from another site is refused (cross-site request forgery);
+- a body is read only as the two types a form sends, as UTF-8, under a size and a field count
+  (OWASP: limit the number of parameters), and a multipart body is checked before Bottle parses
+  it: no files, and no part header that could name another charset.
+Each refusal is a 4xx with a page that says what was wrong (app.py's error pages).
+"""
+
+import re
+import time
+from email.message import Message
+from urllib.parse import urlsplit
+
+from bottle import Bottle, HTTPError, abort, request
+
+import logs
+
+# Waitress refuses bodies of MAX_BODY bytes or more (app.SERVER); the form needs under 1 KiB.
+MAX_BODY = 16 * 1024
+# The form sends at most one field per control; more are refused before they are parsed, so a
+# request's work stays bounded. A test keeps the form under.
+MAX_FIELDS = 32
+FORM_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data"}
+
+SECURITY_HEADERS = [
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "base-uri 'none'; frame-ancestors 'none'",
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    # same-origin, not no-referrer: with no-referrer a browser sends `Origin: null` on the form's
+    # own POST, which the Origin check below must refuse (Fetch: "serializing a request origin").
+    ("Referrer-Policy", "same-origin"),
+]
+
+TOO_MANY_FIELDS = f"The submission has too many fields: the form has fewer than {MAX_FIELDS}."
+NO_FILES = "This form takes no files: send it from the form."
+BAD_PATH = "This address is not valid: its %-escapes must be UTF-8."
+# Characters HTML forbids in a page (controls other than white space, noncharacters): refused,
+# never echoed.
+NONCHARACTERS = "".join(
+    chr(plane + 0xFFFE) + chr(plane + 0xFFFF) for plane in range(0, 0x110000, 0x10000)
+)
+NOT_TEXT = re.compile(f"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\ufdd0-\ufdef{NONCHARACTERS}]")
+# Multipart boundaries that Bottle reads exactly as we do (no quotes, commas or spaces).
+BOUNDARY = re.compile(r'[^\s",;\\]{1,70}', re.ASCII)
+FILE_NAME = re.compile(r";\s*filename", re.IGNORECASE)  # filename= or filename*=: a file
+
+
+class GuardedApp(Bottle):
+    """Bottle, plus the security headers on every response and one access line a request.
+
+    Done in the app object itself, so that every name a server may be given for it
+    (`app:application`, or Bottle's usual `app:app`) serves the whole app, and every response
+    has them: a route's, an error page's, and a 500's, which Bottle's hooks would miss.
+    """
+
+    def wsgi(self, environ, start_response):
+        """Answer one request through Bottle, with the security headers, and log it."""
+        started = time.perf_counter()
+        status = "500 Internal Server Error"
+
+        def start_with_headers(status_line, headers, exc_info=None):
+            nonlocal status
+            status = status_line
+            return start_response(status_line, headers + SECURITY_HEADERS, exc_info)
+
+        environ["wsgi.errors"] = logs.ERRORS  # Bottle's tracebacks: one line, never blocking
+        try:
+            return super().wsgi(environ, start_with_headers)
+        finally:
+            logs.access(environ, status, time.perf_counter() - started)
+
+
+class Refusal(HTTPError):
+    """A 4xx whose message says exactly what was wrong with the request."""
+
+
+def check_request():
+    """Refuse a path that is not UTF-8, and state-changing requests sent by another site."""
+    try:
+        request.environ["bottle.raw_path"].encode("latin-1").decode("utf-8")
+    except UnicodeError:  # Bottle would drop the bad bytes and serve another path
+        raise Refusal(400, BAD_PATH) from None
+    if request.method not in ("GET", "HEAD", "OPTIONS") and is_cross_origin(request.environ):
+        abort(403)
+
+
+def is_cross_origin(environ: dict) -> bool:
+    """Tell whether a request comes from another site (the design of Go's CrossOriginProtection)."""
+    fetch_site = environ.get("HTTP_SEC_FETCH_SITE")
+    if fetch_site is not None:
+        return fetch_site not in ("same-origin", "none")
+    origin = environ.get("HTTP_ORIGIN")
+    if origin is None:
+        return False  # not a browser, or a very old one: nothing to forge
+    try:
+        return urlsplit(origin).netloc != environ.get("HTTP_HOST")
+    except ValueError:
+        return True
+
+
+def content_type(header: str) -> Message:
+    """Parse a Content-Type header: its media type, lower-cased, and its parameters, quoted ones
+    included (RFC 9110 8.3), as the standard library reads MIME headers."""
+    message = Message()
+    message["Content-Type"] = header
+    return message
+
+
+def read_form():
+    """Return the submitted form as UTF-8 text, or refuse it with the 4xx that says why."""
+    environ = request.environ
+    header = content_type(environ.get("CONTENT_TYPE", ""))
+    kind = header.get_content_type()  # text/plain for one that is not a media type at all
+    if kind not in FORM_TYPES:
+        abort(415)
+    if str(header.get_param("charset", "utf-8")).lower() not in ("utf-8", "utf8"):
+        abort(400)
+    try:
+        if request.content_length >= MAX_BODY:
+            abort(413)  # Waitress refuses these before reading them; this covers other servers
+    except ValueError:  # a Content-Length that is not a number
+        abort(400)
+    body = request.body.read()
+    if kind == "multipart/form-data":
+        boundary = header.get_boundary("")
+        if not BOUNDARY.fullmatch(boundary):
+            abort(400)
+        check_parts(body, boundary)
+        # Bottle reads the body as the type it sees, case-sensitively: show it the one accepted.
+        environ["CONTENT_TYPE"] = f"{kind}; boundary={boundary}"
+    else:
+        if body.count(b"&") >= MAX_FIELDS:  # Bottle splits the fields on & alone
+            raise Refusal(413, TOO_MANY_FIELDS)
+        environ["CONTENT_TYPE"] = kind
+    try:
+        form = request.forms.decode("utf-8")
+    except (ValueError, LookupError):  # bad UTF-8, or a broken multipart body
+        abort(400)
+    if any(NOT_TEXT.search(value) for _, value in form.allitems()):
+        abort(400)
+    return form
+
+
+def check_parts(body: bytes, boundary: str) -> None:
+    """Refuse a multipart body, before Bottle parses it, with too many parts, a file, or a part
+    header other than Content-Disposition (a Content-Type could name another charset).
+
+    Header names are read as Bottle reads them (UTF-8, white space stripped, `_` as `-`), and the
+    body is split at every `--boundary`, where Bottle splits at some: nothing Bottle parses is
+    left unchecked. A header line that starts with white space is refused: Bottle joins it to
+    the header above (where it could add a filename) or, first in a part, strips it. Plain
+    splits, no regular expression over the body: the work stays linear.
+    """
+    parts = [part for part in body.split(b"--" + boundary.encode())[1:] if part[:2] != b"--"]
+    if len(parts) > MAX_FIELDS:
+        raise Refusal(413, TOO_MANY_FIELDS)
+    for part in parts:
+        for line in part.partition(b"\r\n\r\n")[0].split(b"\r\n")[1:]:  # [0]: the boundary line
+            if not line:
+                continue
+            if line[:1] in b" \t":  # folded: browsers never send it
+                abort(400)
+            name, _, value = line.decode("utf-8", "replace").partition(":")
+            if name.strip().replace("_", "-").title() != "Content-Disposition":
+                abort(400)
+            if FILE_NAME.search(value):
+                raise Refusal(400, NO_FILES)

@@ -1,0 +1,226 @@
+"""The log (logs.py): one line an event, in one format, with no form values; never a request's
+reason to wait or fail, whatever the state of the stream."""
+
+import io
+import logging
+import os
+import socket
+import threading
+import time
+from urllib.parse import quote, unquote
+
+import pytest
+from helpers import SERVER_COMMANDS, encoded, example
+
+import app
+import logs
+from deploy.servers import free_port, spawn, wait_until_listening
+
+
+@pytest.fixture
+def log():
+    """The app's log written to a stream of the test's own; call it for the lines, once."""
+    stream = io.StringIO()
+    listener = logs.configure(stream)
+
+    def lines() -> list[str]:
+        logs.flush(listener)
+        return stream.getvalue().splitlines()
+
+    yield lines
+    logs.configure()  # back to stderr
+
+
+def test_each_request_logs_one_line_without_form_values(testapp, log):
+    testapp.post("/", example(age=["secret-age"]), status=422)
+    testapp.get("/?age=secret-query")
+    lines = log()
+    # level:logger:client scheme method path status duration
+    assert [line.split()[:5] for line in lines] == [
+        ["INFO:access:-", "http", "POST", "/", "422"],
+        ["INFO:access:-", "http", "GET", "/", "200"],
+    ]
+    assert all(line.endswith("ms") for line in lines)
+    assert "secret" not in "".join(lines)
+
+
+@pytest.mark.parametrize("path", ["/ 200 0.1ms", "/a b", '/"quoted"', "/100%"])
+def test_the_logged_path_is_one_unambiguous_token(testapp, log, path):
+    testapp.get(quote(path), status=404)  # `GET /%20200%200.1ms` once read as a 200 in the log
+    [line] = log()
+    fields = line.split(" ")
+    assert len(fields) == 6 and fields[4] == "404" and fields[5].endswith("ms")
+    assert unquote(fields[3]) == path
+
+
+def test_an_empty_path_is_logged_as_a_dash(testapp, log):
+    # `GET ?x` and absolute-form targets reach the app with an empty path, which Bottle serves as /.
+    testapp.get("/", extra_environ={"PATH_INFO": ""})
+    [line] = log()
+    assert line.split(" ")[2:5] == ["GET", "-", "200"]
+
+
+def test_a_long_path_is_logged_capped(testapp, log):
+    testapp.get("/" + "%01" * 5000, status=404)
+    testapp.get("/x...(999B)", status=404)  # a path that looks like the mark of a capped one
+    long, looks_capped = log()
+    assert len(long) < 300
+    assert "...(15001B)" in long
+    assert "/x...%28999B%29 " in looks_capped
+
+
+def test_a_forwarded_client_address_is_one_token(testapp, log):
+    # Waitress takes REMOTE_ADDR from X-Forwarded-For when the trusted proxy sends it.
+    forged = "203.0.113.9 https GET /admin 200 0.1ms\x85"
+    testapp.get("/healthz", extra_environ={"REMOTE_ADDR": forged})
+    [line] = log()
+    fields = line.split()
+    assert fields[1:4] == ["http", "GET", "/healthz"]
+    assert fields[0].startswith("INFO:access:203.0.113.9%20https%20GET%20/admin")
+
+
+def test_waitress_messages_are_one_line_each_with_controls_escaped(log):
+    # Waitress puts the request's decoded path in some of its messages.
+    path = "/x\naccess: 127.0.0.1 http GET /forged 200 1.0ms\r\x1b[2J"
+    logger = logging.getLogger("waitress")
+    logger.info("Client disconnected while serving " + path)
+    try:
+        raise ValueError(path)
+    except ValueError:
+        logger.exception("Exception while serving %s", path)
+    lines = log()
+    assert len(lines) == 2
+    assert lines[0] == (
+        "INFO:waitress:Client disconnected while serving /x\\naccess: 127.0.0.1 http GET "
+        "/forged 200 1.0ms\\r\\x1b[2J"
+    )
+    assert lines[1].startswith("ERROR:waitress:Exception while serving /x\\naccess:")
+    assert "Traceback" in lines[1] and "ValueError" in lines[1]
+
+
+def test_task_queue_warnings_are_summarised_not_flooded(log, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    warnings = logging.getLogger("waitress.queue")
+    for depth in range(1, 1001):
+        warnings.warning("Task queue depth is %d", depth)
+    clock[0] += logs.QUIET
+    warnings.warning("Task queue depth is %d", 1)
+    assert log() == [
+        "WARNING:waitress.queue:Task queue depth is 1",
+        "WARNING:waitress.queue:Task queue depth is 1 (999 more since the last one logged)",
+    ]
+
+
+class StalledStream:
+    """A log stream that takes no more: each write waits until the test lets it go."""
+
+    def __init__(self):
+        self.flowing = threading.Event()
+        self.text = io.StringIO()
+
+    def write(self, text):
+        self.flowing.wait()
+        self.text.write(text)
+
+    def flush(self):
+        pass
+
+
+def test_a_stalled_log_costs_lines_never_answers_and_says_so_later(testapp, monkeypatch):
+    monkeypatch.setattr(logs, "QUEUE_LINES", 5)
+    stream = StalledStream()
+    listener = logs.configure(stream)
+    try:
+        started = time.monotonic()
+        for _ in range(50):
+            testapp.get("/healthz")
+        assert time.monotonic() - started < 10  # answered, not stuck behind the stream
+        stream.flowing.set()
+        logs.flush(listener)
+    finally:
+        logs.configure()
+    lines = stream.text.getvalue().splitlines()
+    said = [line for line in lines if line.startswith("WARNING:logs:")]
+    lost = sum(int(line.split(":")[2].split()[0]) for line in said)
+    assert lost > 0 and len(lines) - len(said) + lost == 50  # every line written or counted
+
+
+class ClosedStream:
+    """A log stream that fails every write, as a closed or broken one does."""
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        pass
+
+
+@pytest.mark.parametrize("stream", [ClosedStream(), None], ids=["broken", "closed"])
+def test_a_broken_or_closed_log_stream_does_not_fail_the_request(testapp, monkeypatch, stream):
+    monkeypatch.setattr("sys.stderr", stream)  # None: started with `2>&-`
+    listener = logs.configure()
+    try:
+        assert app.TITLE in testapp.get("/").text
+        assert f"Age: {app.EXAMPLE['age'][0]}" in testapp.post("/", example()).text
+        logs.flush(listener)
+    finally:
+        monkeypatch.undo()
+        logs.configure()
+
+
+def request_over(sock: socket.socket, request: bytes) -> bytes:
+    """Send one request on a kept-alive connection and return its answer's status line."""
+    sock.sendall(request)
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.rstrip().endswith((b"</html>", b"ok")):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+    return answer.split(b"\r\n", 1)[0]
+
+
+@pytest.mark.parametrize("command", list(SERVER_COMMANDS))
+def test_a_real_server_answers_while_nobody_reads_its_log(command):
+    # A pipe holds 64 KiB: about 1,000 access lines fill it, and then writes to it block.
+    read_end, write_end = os.pipe()
+    port = free_port()
+    with os.fdopen(write_end, "wb") as out:
+        process = spawn(SERVER_COMMANDS[command], {"HOST": "127.0.0.1", "PORT": str(port)}, out)
+    try:
+        assert wait_until_listening(process, port)
+        body = encoded()
+        post = (
+            f"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            statuses = {request_over(sock, post) for _ in range(3000)}
+        assert statuses == {b"HTTP/1.1 200 OK"}
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            health = request_over(sock, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert health == b"HTTP/1.1 200 OK"
+    finally:
+        # Read the log at last, so that the server can write what it queued, drain and exit.
+        reader = threading.Thread(
+            target=lambda: [None for _ in iter(lambda: os.read(read_end, 65536), b"")]
+        )
+        reader.start()
+        process.terminate()
+        assert process.wait(30) == 0
+        reader.join(10)
+        os.close(read_end)
+
+
+@pytest.mark.parametrize("command", list(SERVER_COMMANDS))
+def test_a_real_server_started_with_stderr_closed_answers(command):
+    port = free_port()
+    process = spawn(SERVER_COMMANDS[command] + " 2>&-", {"HOST": "127.0.0.1", "PORT": str(port)})
+    try:
+        assert wait_until_listening(process, port)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            assert request_over(sock, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") == b"HTTP/1.1 200 OK"
+    finally:
+        process.terminate()
+        assert process.wait(30) == 0
