@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from bottle import FormsDict, response, static_file, template
+from bottle import FormsDict, request, response, static_file, template
 
 import guards
 import logs
@@ -76,6 +76,7 @@ def submit_form():
 @app.route(r"/static/<filename:re:[a-z0-9-]+\.[a-z]+>", method=["GET", "HEAD"])
 def static(filename):
     """Serve the stylesheet and icon: revalidated on each use, so a deploy is seen at once."""
+    request.environ.pop("HTTP_RANGE", None)  # small files, sent whole (Bottle mishandles ranges)
     return static_file(filename, root=HERE / "static", headers={"Cache-Control": "no-cache"})
 
 

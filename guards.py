@@ -15,6 +15,7 @@ Each refusal is a 4xx with a page that says what was wrong (app.py's error pages
 import re
 import time
 from email.message import Message
+from email.utils import collapse_rfc2231_value
 from urllib.parse import urlsplit
 
 from bottle import Bottle, HTTPError, abort, request
@@ -115,6 +116,11 @@ def content_type(header: str) -> Message:
     return message
 
 
+def parameter(header: Message, name: str, default: str = "") -> str:
+    """Return a parameter's value, unquoted, as it was sent (RFC 2231's name*= forms too)."""
+    return collapse_rfc2231_value(header.get_param(name, default))
+
+
 def read_form():
     """Return the submitted form as UTF-8 text, or refuse it with the 4xx that says why."""
     environ = request.environ
@@ -122,7 +128,7 @@ def read_form():
     kind = header.get_content_type()  # text/plain for one that is not a media type at all
     if kind not in FORM_TYPES:
         abort(415)
-    if str(header.get_param("charset", "utf-8")).lower() not in ("utf-8", "utf8"):
+    if parameter(header, "charset", "utf-8").lower() not in ("utf-8", "utf8"):
         abort(400)
     try:
         if request.content_length >= MAX_BODY:
@@ -131,7 +137,7 @@ def read_form():
         abort(400)
     body = request.body.read()
     if kind == "multipart/form-data":
-        boundary = header.get_boundary("")
+        boundary = parameter(header, "boundary")
         if not BOUNDARY.fullmatch(boundary):
             abort(400)
         check_parts(body, boundary)

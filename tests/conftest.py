@@ -10,11 +10,14 @@
   what nginx refuses, its error pages, forwarded addresses).
 """
 
+import io
+
 import pytest
 import webtest
 from helpers import SERVER_COMMANDS, raise_open_file_limit, start_proxy
 
 import app
+import logs
 from deploy.servers import start_server
 
 
@@ -22,6 +25,20 @@ from deploy.servers import start_server
 def testapp():
     """The app in-process, as a webtest.TestApp with WebTest's lint on."""
     return webtest.TestApp(app.application)
+
+
+@pytest.fixture
+def log():
+    """The app's log (logs.py), on a stream of the test's own: call it, once, for the lines."""
+    stream = io.StringIO()
+    listener = logs.configure(stream)
+
+    def lines() -> list[str]:
+        logs.flush(listener)
+        return stream.getvalue().splitlines()
+
+    yield lines
+    logs.configure()  # back to stderr
 
 
 @pytest.fixture(scope="session")

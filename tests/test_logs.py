@@ -17,20 +17,6 @@ import logs
 from deploy.servers import free_port, spawn, wait_until_listening
 
 
-@pytest.fixture
-def log():
-    """The app's log written to a stream of the test's own; call it for the lines, once."""
-    stream = io.StringIO()
-    listener = logs.configure(stream)
-
-    def lines() -> list[str]:
-        logs.flush(listener)
-        return stream.getvalue().splitlines()
-
-    yield lines
-    logs.configure()  # back to stderr
-
-
 def test_each_request_logs_one_line_without_form_values(testapp, log):
     testapp.post("/", example(age=["secret-age"]), status=422)
     testapp.get("/?age=secret-query")
