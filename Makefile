@@ -37,7 +37,7 @@ test-3.13: $(VENV_3_13)/.dev
 
 # PNGs of the page's four states for the docs, from the app served as in production.
 screenshots: $(VENV)/.dev
-	PYTHONPATH=tests $(BIN)/python tests/browser/screenshots.py docs/screenshots
+	PYTHONPATH=.:tests $(BIN)/python tests/browser/screenshots.py docs/screenshots
 
 # The tests that load real servers for longer than `make test` should take: the abuse tests,
 # and the benchmark script against every target (make test runs it on the app and floor only).

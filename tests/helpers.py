@@ -31,14 +31,19 @@ def same_origin(testapp) -> str:
     return "http://" + testapp.get("/").request.environ["HTTP_HOST"]
 
 
-def exchange(server: Server, data: bytes, timeout: float = 5) -> bytes:
-    """Send raw bytes to a server and return all it answers until it closes (or timeout)."""
-    with socket.create_connection((server.host, server.port), timeout=timeout) as sock:
-        sock.sendall(data)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    return answer
+URLENCODED = "application/x-www-form-urlencoded"
+
+
+def multipart(*parts: bytes, boundary: str = "zz") -> bytes:
+    """Return a multipart body of the given parts (each its headers, a blank line, its value)."""
+    mark = boundary.encode()
+    return b"".join(b"--%s\r\n%s\r\n" % (mark, part) for part in parts) + b"--%s--\r\n" % mark
+
+
+def field(name: str, value: bytes, headers: bytes = b"") -> bytes:
+    """Return one multipart part for a form field (a `"` in its name %-encoded, as browsers do)."""
+    quoted = name.encode("utf-8", "surrogatepass").replace(b'"', b"%22")
+    return b'Content-Disposition: form-data; name="%s"\r\n%s\r\n%s' % (quoted, headers, value)
 
 
 def result_line(res) -> str:
@@ -143,6 +148,21 @@ class Proxy:
             ("127.0.0.1", self.port), timeout=timeout, source_address=(source, 0)
         )
         return self.tls().wrap_socket(sock, server_hostname="localhost")
+
+
+def exchange(target: "Server | Proxy", data: bytes, source: str = "127.0.0.1") -> bytes:
+    """Send raw bytes to a server (or over TLS to the proxy) from a loopback address; return all
+    it answers until it closes the connection. A TimeoutError: it kept the connection open."""
+    if isinstance(target, Proxy):
+        sock = target.connect(source)
+    else:
+        sock = socket.create_connection((target.host, target.port), 5, (source, 0))
+    with sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
 
 
 PROXY_COMMAND = f"{shlex.quote(sys.executable)} -m deploy.run_proxy"

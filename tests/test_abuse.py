@@ -13,17 +13,17 @@ from helpers import SERVER_COMMANDS, encoded
 
 from deploy.servers import start_server
 
-FORM = b"Content-Type: application/x-www-form-urlencoded\r\n"
+FORM_HEADER = b"Content-Type: application/x-www-form-urlencoded\r\n"
 
 
-def post(body: bytes, head: bytes = FORM) -> bytes:
+def post(body: bytes, head: bytes = FORM_HEADER) -> bytes:
     """Return a raw POST / with this body."""
     head += b"Content-Length: %d\r\n" % len(body)
     return b"POST / HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n" + body
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def loaded_server(tmp_path_factory):
     """A Procfile server of this module's own, since these tests load it hard."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 4096:  # 600 client sockets here, as many in the server, which inherits the limit
@@ -67,16 +67,16 @@ def get_page(server, timeout: float) -> int:
     ],
     ids=["request line", "one header", "many headers"],
 )
-def test_oversized_request_head_gets_a_431_not_a_hang(server, raw):
-    assert status_after_sending(server, raw) == 431  # Request Header Fields Too Large
+def test_oversized_request_head_gets_a_431_not_a_hang(loaded_server, raw):
+    assert status_after_sending(loaded_server, raw) == 431  # Request Header Fields Too Large
 
 
-def test_clients_that_vanish_halfway_through_a_body_do_no_harm(server):
+def test_clients_that_vanish_halfway_through_a_body_do_no_harm(loaded_server):
     half = post(b"age=" + b"1" * 9996)[:-5000]
     for _ in range(200):
-        with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        with socket.create_connection((loaded_server.host, loaded_server.port), timeout=5) as sock:
             sock.sendall(half)
-    assert get_page(server, timeout=5) == 200
+    assert get_page(loaded_server, timeout=5) == 200
 
 
 def dribble(sock: socket.socket, stop: threading.Event):
@@ -87,10 +87,10 @@ def dribble(sock: socket.socket, stop: threading.Event):
 
 
 @pytest.mark.stress
-def test_idle_and_slow_loris_clients_do_not_lock_out_a_normal_client(server):
+def test_idle_and_slow_loris_clients_do_not_lock_out_a_normal_client(loaded_server):
     stop = threading.Event()
-    idle = [socket.create_connection((server.host, server.port)) for _ in range(500)]
-    loris = [socket.create_connection((server.host, server.port)) for _ in range(100)]
+    idle = [socket.create_connection((loaded_server.host, loaded_server.port)) for _ in range(500)]
+    loris = [socket.create_connection((loaded_server.host, loaded_server.port)) for _ in range(100)]
     threads = [threading.Thread(target=dribble, args=(sock, stop)) for sock in loris]
     try:
         for thread in threads:
@@ -98,7 +98,7 @@ def test_idle_and_slow_loris_clients_do_not_lock_out_a_normal_client(server):
         time.sleep(1)  # let the server take them all on
         for _ in range(5):
             started = time.monotonic()
-            assert get_page(server, timeout=2) == 200
+            assert get_page(loaded_server, timeout=2) == 200
             # The bound the issue sets; Waitress's defaults make this client wait 120 s.
             assert time.monotonic() - started < 2
     finally:
@@ -117,10 +117,10 @@ MIXED = [
     (post(b"age=-1"), 422),
     (post(b"age=%FF"), 400),
     (post(b"hi", b"Content-Type: text/plain\r\n"), 415),
-    (post(b"age=1", FORM + b"Origin: http://evil.example\r\n"), 403),
+    (post(b"age=1", FORM_HEADER + b"Origin: http://evil.example\r\n"), 403),
     (b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", 404),
     (b"DELETE / HTTP/1.1\r\nHost: x\r\n\r\n", 405),
-    (b"POST / HTTP/1.1\r\nHost: x\r\n" + FORM + b"Content-Length: 99999\r\n\r\n", 413),
+    (b"POST / HTTP/1.1\r\nHost: x\r\n" + FORM_HEADER + b"Content-Length: 99999\r\n\r\n", 413),
     (b"GARBAGE\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400),
     (post(b"--b\r\n\0:\r\n\r\n", b"Content-Type: multipart/form-data; boundary=b\r\n"), 400),
@@ -152,10 +152,10 @@ def run_mixed(server, count: int, seed: int) -> list[tuple[int, int]]:
 
 
 @pytest.mark.stress
-def test_ten_thousand_mixed_requests_over_32_connections_get_no_5xx(server):
+def test_ten_thousand_mixed_requests_over_32_connections_get_no_5xx(loaded_server):
     counts = [10_000 // 32 + (i < 10_000 % 32) for i in range(32)]
     with ThreadPoolExecutor(32) as pool:
-        batches = pool.map(run_mixed, [server] * 32, counts, range(32))
+        batches = pool.map(run_mixed, [loaded_server] * 32, counts, range(32))
         results = [result for batch in batches for result in batch]
     assert len(results) == 10_000
     assert [got for _, got in results if got >= 500] == []

@@ -52,7 +52,7 @@ def wait_until_refused(server, timeout=5):
     while time.monotonic() < deadline:
         try:
             socket.create_connection((server.host, server.port), timeout=1).close()
-        except ConnectionRefusedError:
+        except (ConnectionRefusedError, ConnectionResetError):  # a reset is a refusal too
             return
         time.sleep(0.02)
     raise AssertionError(f"still accepting connections {timeout}s after SIGTERM")

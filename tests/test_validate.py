@@ -10,7 +10,7 @@ from app import validate
 def test_the_example_submission_is_valid():
     values, errors = validate(submitted())
     assert errors == {}
-    assert values == {name: values[name] for name in app.EXAMPLE}
+    assert values == {"age": app.EXAMPLE["age"][0], "hobbies": app.EXAMPLE["hobbies"]}
 
 
 @pytest.mark.parametrize(
