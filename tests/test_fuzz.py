@@ -19,10 +19,11 @@ import guards
 # Every status the app answers with: its pages plus its documented errors. A 500 is not one.
 DOCUMENTED_STATUSES = {200, 304, 400, 403, 404, 405, 413, 415, 422}  # as README lists them
 
-# `make test` runs 2,000 examples per property; `make fuzz` (FUZZ_PROFILE=deep) many more.
+# `make test` runs 300 examples per property, to stay quick; `make fuzz` (FUZZ_PROFILE=deep)
+# many more, and CI runs that too.
 settings.register_profile(
     "test",
-    max_examples=2_000,
+    max_examples=300,
     deadline=None,  # the suite shares a 2-core machine: timing noise is not a finding
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

@@ -58,13 +58,24 @@ def test_the_health_check_is_plain_text(testapp):
     assert res.text == "ok\n"
 
 
+def output_once(server, has, timeout: float = 10) -> str:
+    """Return the server's output once `has(output)` holds: one thread writes the log, a moment
+    after the event."""
+    deadline = time.monotonic() + timeout
+    while not has(output := server.output()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return output
+
+
 def test_real_servers_log_each_request_and_where_they_listen(server):
-    assert f"Serving on http://127.0.0.1:{server.port}" in server.output()
+    said = f"Serving on http://127.0.0.1:{server.port}"
+    assert said in output_once(server, lambda output: said in output)
     before = len(server.output())
     webtest.TestApp(server.url).post("/logged", {"age": "secret-age"}, status=404)
     forged = "/x%0Aaccess:%20GET%20/forged%20200%201.0ms"  # a newline, then a fake log line
     exchange(server, f"GET {forged} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-    lines = server.output()[before:].splitlines()
+    output = output_once(server, lambda output: len(output[before:].splitlines()) >= 2)
+    lines = output[before:].splitlines()
     assert [line.split()[:5] for line in lines] == [
         ["INFO:access:127.0.0.1", "http", "POST", "/logged", "404"],
         [
