@@ -11,7 +11,7 @@ VENV_3_13 := .venv-3.13
 # hands a worker that finishes early tests from the other's queue, as the fuzz tests run long.
 PARALLEL := -n auto --dist worksteal
 
-.PHONY: run run-proxy test test-3.13 stress fuzz bench bench-proxy ladder features screenshots clean
+.PHONY: run run-proxy test test-3.13 stress fuzz mutation bench bench-proxy ladder features screenshots clean
 
 run: $(VENV)/.runtime
 	$(BIN)/python app.py
@@ -43,6 +43,14 @@ screenshots: $(VENV)/.dev
 # and the benchmark script against every target (make test runs it on the app and floor only).
 stress: $(VENV)/.dev
 	$(BIN)/pytest -m stress
+
+# Mutation testing: mutmut changes app.py, guards.py and logs.py one mutant at a time and runs
+# the in-process tests on each ([tool.mutmut] in pyproject.toml); docs/testing.md has the score.
+mutation: $(VENV)/.dev
+	$(BIN)/pip install --quiet --disable-pip-version-check mutmut==3.8.1
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children 2 || true
+	$(BIN)/mutmut results
 
 # The fuzz tests with many more examples than `make test` gives them.
 fuzz: $(VENV)/.dev
@@ -88,4 +96,4 @@ $(VENV_3_13)/.dev: requirements.txt requirements-dev.txt
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(VENV_3_13) .pytest_cache .ruff_cache .hypothesis .run
+	rm -rf $(VENV) $(VENV_3_13) .pytest_cache .ruff_cache .hypothesis .run mutants
