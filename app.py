@@ -17,6 +17,9 @@ import logs
 import shutdown
 
 HERE = Path(__file__).resolve().parent
+# Where the templates are. Bottle's default is relative to the working directory, not ours; and
+# Bottle caches each template by this list's identity, so it is made once.
+VIEWS = [str(HERE / "views")]
 
 # The form.
 TITLE = "Age and hobbies"  # the form page's title and heading
@@ -100,8 +103,7 @@ def render_error(status: str, message: str) -> str:
 
 def page(view: str, title: str, **values) -> str:
     """Render a view of views/ (each one rebases itself on views/base.tpl)."""
-    # Bottle's default template path is relative to the working directory: not ours.
-    return template(view, template_lookup=[str(HERE / "views")], title=title, **values)
+    return template(view, template_lookup=VIEWS, title=title, **values)
 
 
 # The wiring: server settings, hooks, error pages, start-up.

@@ -4,6 +4,7 @@ Each test starts from the app's example submission (app.EXAMPLE) and changes onl
 so a change to the form changes app.py, not these tests.
 """
 
+import bottle
 import pytest
 from helpers import example, fill, hobbies_shown, result_line
 
@@ -138,3 +139,13 @@ def test_fixing_the_error_gives_the_result(testapp):
     res = res.form.submit()
     assert f"Age: {app.MAX_AGE} " in result_line(res)
     assert res.html.find(attrs={"aria-invalid": True}) is None
+
+
+def test_each_template_is_compiled_once(testapp):
+    testapp.get("/")  # compiles what the pages need
+    testapp.get("/nowhere", status=404)
+    compiled = dict(bottle.TEMPLATES)
+    for _ in range(3):
+        testapp.get("/")
+        testapp.get("/nowhere", status=404)
+    assert bottle.TEMPLATES == compiled  # the same templates, none added
