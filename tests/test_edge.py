@@ -484,15 +484,17 @@ def test_idle_connections_and_slow_bodies_from_one_address_leave_room_for_anothe
     ).encode()
     idle, slow, refused = [], [], []
     stop = threading.Event()
+    one_at_a_time = threading.Lock()  # a TLS connection must not be read and written at once
 
     def trickle():
         """Send each slow body a byte a second, never finishing it."""
         while not stop.wait(1):
-            for sock in slow:
-                try:
-                    sock.sendall(b"1")
-                except OSError:
-                    pass
+            with one_at_a_time:
+                for sock in slow:
+                    try:
+                        sock.sendall(b"1")
+                    except OSError:
+                        pass
 
     thread = threading.Thread(target=trickle)
     try:
@@ -509,13 +511,15 @@ def test_idle_connections_and_slow_bodies_from_one_address_leave_room_for_anothe
         for sock in slow:
             sock.settimeout(0.1)
             response = http.client.HTTPResponse(sock)
-            try:
-                response.begin()
-            except TimeoutError:
-                continue  # let in: nginx is reading its body
+            with one_at_a_time:
+                try:
+                    response.begin()
+                except TimeoutError:
+                    continue  # let in: nginx is reading its body
+                body = response.read()
             refused.append(sock)
             assert response.status == 429
-            assert_nginx_page(429, response.getheaders(), response.read())
+            assert_nginx_page(429, response.getheaders(), body)
         assert len(refused) == 1100 - 32, f"{len(refused)} refused (opened in {opened:.1f} s)"
 
         # Meanwhile a person at another address gets the form and submits it.
