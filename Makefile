@@ -11,7 +11,7 @@ VENV_3_13 := .venv-3.13
 # hands a worker that finishes early tests from the other's queue, as the fuzz tests run long.
 PARALLEL := -n auto --dist worksteal
 
-.PHONY: run run-proxy test test-3.13 stress fuzz mutation bench bench-proxy ladder features screenshots clean
+.PHONY: run run-proxy audit test test-3.13 stress fuzz mutation bench bench-proxy ladder features screenshots clean
 
 run: $(VENV)/.runtime
 	$(BIN)/python app.py
@@ -20,6 +20,13 @@ run: $(VENV)/.runtime
 # with a self-signed certificate made on first use. Needs nginx and openssl.
 run-proxy: $(VENV)/.runtime
 	$(BIN)/python -m deploy.run_proxy
+
+# A running deployment checked from outside, as a client would (deploy/audit.py): TLS, the
+# certificate, headers, the edge's faults, the form. One line a check; fails if any check does.
+#   make audit URL=https://form.example.org/ [HTTP_URL=http://form.example.org/] [INSECURE=1]
+audit: $(VENV)/.audit
+	@test -n "$(URL)" || { echo "usage: make audit URL=https://host[:port]/ [HTTP_URL=http://host[:port]/] [INSECURE=1]"; exit 2; }
+	$(BIN)/python -m deploy.audit '$(URL)' $(if $(HTTP_URL),--http-url '$(HTTP_URL)') $(if $(filter 1,$(INSECURE)),--insecure)
 
 # bandit: the app strictly; tests, bench and deploy's local runner may assert and start servers,
 # wrk, nginx and openssl (B101, B404, B603, B607).
@@ -81,12 +88,17 @@ $(VENV)/.runtime: requirements.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-$(VENV)/.dev: requirements.txt requirements-dev.txt
+$(VENV)/.audit: requirements.txt requirements-audit.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-audit.txt
 	touch $@ $(VENV)/.runtime
 
-$(VENV_3_13)/.dev: requirements.txt requirements-dev.txt
+$(VENV)/.dev: requirements.txt requirements-audit.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime $(VENV)/.audit
+
+$(VENV_3_13)/.dev: requirements.txt requirements-audit.txt requirements-dev.txt
 	@$(PYTHON_3_13) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null || { \
 		echo "make test-3.13 needs Python 3.13 ($(PYTHON_3_13) is not it):"; \
 		echo "  pyenv install 3.13, or put python3.13 on the PATH, or make PYTHON_3_13=/path/to/it"; \

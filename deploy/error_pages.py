@@ -11,13 +11,26 @@ import app
 ERRORS = Path(__file__).resolve().parent / "errors"
 
 # The statuses nginx answers with a page of its own (deploy/form-app.conf's error_page lines),
-# and whose message each shows: a gateway failure is, to the person filling the form, our fault.
-MESSAGES = {413: 413, 502: 500, 504: 500}
+# and what each says: the app's message where the app has one (a gateway failure is, to the
+# person filling the form, our fault), else one of nginx's own refusals, said here.
+MESSAGES = {
+    400: app.ERROR_MESSAGES[400],
+    413: app.ERROR_MESSAGES[413],
+    414: "This address is too long: there is no page at an address this long.",
+    429: "Too many requests from your address are in progress. Please try again in a moment.",
+    431: "The request's headers are too large: send it from the form.",
+    502: app.ERROR_MESSAGES[500],
+    504: app.ERROR_MESSAGES[500],
+}
 # Each page's status line, written here rather than taken from Python's table, whose words change
 # between the Pythons the app supports (3.13 calls 413 "Content Too Large"): the pages are
 # written once and must be the same whichever Python checks them.
 STATUS_LINES = {
+    400: "400 Bad Request",
     413: "413 Request Entity Too Large",
+    414: "414 Request-URI Too Large",
+    429: "429 Too Many Requests",
+    431: "431 Request Header Fields Too Large",
     502: "502 Bad Gateway",
     504: "504 Gateway Timeout",
 }
@@ -26,7 +39,7 @@ STATUS_LINES = {
 def pages() -> dict[str, str]:
     """Return each error page's file name and HTML, rendered as the app renders its own."""
     return {
-        f"{status}.html": app.render_error(STATUS_LINES[status], app.ERROR_MESSAGES[message])
+        f"{status}.html": app.render_error(STATUS_LINES[status], message)
         for status, message in MESSAGES.items()
     }
 

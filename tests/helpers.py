@@ -18,7 +18,7 @@ import webtest.forms
 from bottle import FormsDict
 
 import app
-from deploy.servers import Server, procfile_web_command, start_server
+from deploy.servers import Server, free_port, procfile_web_command, start_server
 
 SERVER_COMMANDS = {
     "procfile": procfile_web_command(),
@@ -129,6 +129,7 @@ class Proxy:
     run_dir: Path  # the certificate, nginx.conf, nginx's access log
     app_port: int = 0  # Waitress, on loopback behind nginx
     server: Server | None = None  # deploy/run_proxy.py, with the app's and nginx's output
+    http_port: int = 0  # nginx's plain HTTP: the ACME challenge and the redirect to HTTPS
 
     @property
     def url(self) -> str:
@@ -173,7 +174,9 @@ def start_proxy(folder: Path, command: str = PROXY_COMMAND) -> Proxy:
     require("nginx")
     require("openssl")
     run_dir = folder / "run"
-    server = start_server(command, folder / "proxy.log", environ={"RUN_DIR": str(run_dir)})
+    http_port = free_port()
+    environ = {"RUN_DIR": str(run_dir), "HTTP_PORT": str(http_port)}
+    server = start_server(command, folder / "proxy.log", environ=environ)
     said = re.compile(r"in front of the app on http://127.0.0.1:(\d+)")
     deadline = time.monotonic() + 5
     while not (found := said.search(server.output())):
@@ -181,4 +184,4 @@ def start_proxy(folder: Path, command: str = PROXY_COMMAND) -> Proxy:
             server.stop()
             raise AssertionError(f"run_proxy.py did not say where it serves:\n{server.output()}")
         time.sleep(0.05)
-    return Proxy(server.port, run_dir, int(found[1]), server)
+    return Proxy(server.port, run_dir, int(found[1]), server, http_port)

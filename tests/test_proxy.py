@@ -164,9 +164,10 @@ def proxyapp(proxy, monkeypatch):
 
 
 def test_nginx_sends_the_apps_security_headers_instead_of_the_apps_copies():
-    assert site("add_header", "server") == [
-        [name, value, "always"] for name, value in guards.SECURITY_HEADERS
-    ]
+    # Both server blocks (HTTPS, then port 80) send them; HTTPS adds Strict-Transport-Security.
+    headers = [[name, value, "always"] for name, value in guards.SECURITY_HEADERS]
+    hsts = ["Strict-Transport-Security", "max-age=63072000; includeSubDomains", "always"]
+    assert site("add_header", "server") == [*headers, hsts, *headers]
     assert site("proxy_hide_header", "location") == [[name] for name, _ in guards.SECURITY_HEADERS]
 
 
@@ -176,9 +177,10 @@ def test_nginx_closes_idle_upstream_connections_before_waitress_does():
 
 
 def test_nginx_error_pages_are_the_apps_error_template():
-    assert site("error_page", "server") == [
-        [str(status), f"/nginx-errors/{status}.html"] for status in error_pages.MESSAGES
-    ]
+    # 494 is nginx's own code for a header block over large_client_header_buffers: sent as 431.
+    pages = [[str(status), f"/nginx-errors/{status}.html"] for status in error_pages.MESSAGES]
+    pages.insert(pages.index(["502", "/nginx-errors/502.html"]), ["494", "=431", pages[4][1]])
+    assert site("error_page", "server") == pages
     for name, html in error_pages.pages().items():
         assert (error_pages.ERRORS / name).read_text() == html, (
             "run `.venv/bin/python -m deploy.error_pages` to write the pages again"
