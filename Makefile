@@ -9,7 +9,8 @@ ROOTFS := .ci/rootfs
 # hands a worker that finishes early tests from the other's queue, as the fuzz tests run long.
 PARALLEL := -n auto --dist worksteal
 
-.PHONY: run run-proxy test test-debian13 test-3.14 stress fuzz bench bench-proxy ladder features screenshots clean
+.PHONY: run run-proxy test test-debian13 test-3.14 stress fuzz bench bench-proxy ladder features \
+	screenshots clean
 
 run: $(VENV)/.runtime
 	$(BIN)/python app.py
