@@ -18,7 +18,6 @@ MAX_AGE = 150
 AGE = re.compile(r"0*([0-9]{1,3})")  # a whole number: up to three digits after any zeros
 
 app = Flask(__name__)
-app.config["MAX_CONTENT_LENGTH"] = 16 * 1024
 # Lines that hold only a {% tag %} leave nothing in the page, as SimpleTemplate's % lines do,
 # and the page ends with its last line's newline: the same bytes as app.py's page.
 app.jinja_env.trim_blocks = True
