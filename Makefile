@@ -10,7 +10,7 @@ ROOTFS := .ci/rootfs
 PARALLEL := -n auto --dist worksteal
 
 .PHONY: run run-proxy audit test test-debian13 test-3.14 stress fuzz mutation bench bench-proxy \
-	ladder features screenshots clean
+	screenshots clean
 
 run: $(VENV)/.runtime
 	$(BIN)/python app.py
@@ -51,7 +51,7 @@ screenshots: $(VENV)/.dev
 	PYTHONPATH=.:tests $(BIN)/python tests/browser/screenshots.py docs/screenshots
 
 # The tests that load real servers for longer than `make test` should take: the abuse tests,
-# and the benchmark script against every target (make test runs it on the app and floor only).
+# and the benchmarks for longer and at more connections than make test's one-second run.
 stress: $(VENV)/.dev
 	$(BIN)/pytest -m stress
 
@@ -67,25 +67,17 @@ mutation: $(VENV)/.dev
 fuzz: $(VENV)/.dev
 	FUZZ_PROFILE=deep $(BIN)/pytest tests/test_fuzz.py
 
-# Not part of `make test`: numbers, not pass/fail (tests/test_bench.py runs a tiny one). Needs wrk.
+# What one request costs the app on one core, against the floor, the seed and the same form in
+# Flask (bench/bench.py); it rewrites the table in docs/benchmark.md. Numbers, not pass/fail:
+# tests/test_bench.py runs it for a second a cell. Needs wrk.
 bench: $(VENV)/.dev
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install -y wrk"; exit 1; }
-	$(BIN)/python bench/bench.py
+	$(BIN)/python -m bench.bench --output docs/benchmark.md
 
 # What the shipped proxy costs: the app straight and through nginx (bench/proxy.py).
 bench-proxy: $(VENV)/.dev
 	@command -v wrk >/dev/null || { echo "make bench-proxy needs wrk: apt-get install -y wrk"; exit 1; }
 	$(BIN)/python bench/proxy.py
-
-# Where the app's POST time goes: Bottle alone, then with parsing and rendering (bench/ladder.py).
-ladder: $(VENV)/.dev
-	@command -v wrk >/dev/null || { echo "make ladder needs wrk: apt-get install -y wrk"; exit 1; }
-	$(BIN)/python bench/bench.py --targets floor fixed parse render parse_render app \
-		--rounds 5 --seconds 4 --growth --rss-requests 0 --output bench/ladder.md
-
-# What each of the app's own features costs per POST, in-process (bench/features.py). No wrk.
-features: $(VENV)/.dev
-	$(BIN)/python bench/features.py
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)

@@ -1,44 +1,30 @@
-"""The floor: a WSGI callable that answers with the app's own pages, fixed, parsing nothing."""
+"""The floor: the least a WSGI app can do, answering with the app's own pages as fixed bytes.
 
-# The pages, status lines and headers are the app's, captured on first use (bench.py requests
-# each once before timing), so the floor sends the same bytes per response as the app and stays
-# in step when the templates change. Serving it with the Procfile's command line gives the
-# fastest any app can answer on these server settings. Importing this module renders nothing.
-import contextlib
+Served by the Procfile's command line like the app, it is the fastest any app can answer there,
+sending the same bytes per response. The pages, status lines and headers are the app's, asked of
+`app.application` in this process at the first request for each (bench.py makes one before any
+timing), so the floor stays in step when the form changes; importing this module renders nothing.
+"""
+
 import functools
 import io
-import threading
 from urllib.parse import urlencode
 from wsgiref.util import setup_testing_defaults
 
 import app
 
-FORM = urlencode(app.EXAMPLE, doseq=True).encode()  # the app's valid example submission
-
-# redirect_stderr swaps the process's sys.stderr: two server threads capturing at once must not
-# interleave, or one would restore the other's StringIO.
-CAPTURING = threading.Lock()
-
-
-def environ(method: str) -> dict:
-    """Return a WSGI environ for the benchmark's GET / or POST / (as wrk.lua sends them)."""
-    env = {"REQUEST_METHOD": method, "wsgi.input": io.BytesIO(FORM)}
-    if method == "POST":
-        env["CONTENT_TYPE"] = "application/x-www-form-urlencoded"
-        env["CONTENT_LENGTH"] = str(len(FORM))
-        env["HTTP_SEC_FETCH_SITE"] = "same-origin"
-        env["HTTP_ORIGIN"] = "http://127.0.0.1"
-    setup_testing_defaults(env)
-    return env
-
 
 @functools.cache
 def page(method: str) -> tuple[str, list, bytes]:
-    """Return the app's status line, headers and page for GET / or POST /, captured once."""
+    """Return the app's status line, headers and page for GET / or for POST / of app.EXAMPLE."""
+    form = urlencode(app.EXAMPLE, doseq=True).encode() if method == "POST" else b""
+    environ = {"REQUEST_METHOD": method, "wsgi.input": io.BytesIO(form)}
+    if method == "POST":
+        environ["CONTENT_TYPE"] = "application/x-www-form-urlencoded"
+        environ["CONTENT_LENGTH"] = str(len(form))
+    setup_testing_defaults(environ)
     started = []
-    # The capture is not a request: no access-log line.
-    with CAPTURING, contextlib.redirect_stderr(io.StringIO()):
-        body = b"".join(app.application(environ(method), lambda *args: started.extend(args[:2])))
+    body = b"".join(app.application(environ, lambda *args: started.extend(args[:2])))
     status, headers = started
     if not status.startswith("200"):
         raise RuntimeError(f"the app answered {method} / with {status}")
@@ -46,7 +32,7 @@ def page(method: str) -> tuple[str, list, bytes]:
 
 
 def application(environ, start_response):
-    """Answer with the app's page for this method (GET's for any but POST); nothing is read."""
+    """Answer with the app's page for this method (GET's for any but POST), reading nothing."""
     status, headers, body = page("POST" if environ["REQUEST_METHOD"] == "POST" else "GET")
     start_response(status, headers)
     return [body]

@@ -1,7 +1,8 @@
 """The seed (the wsgiref tutorial's POST form), ported to Python 3 as little as possible."""
 
 # The port: cgi.parse_qs and cgi.escape are gone (urllib.parse.parse_qs, html.escape), the body is
-# bytes, and the server binds HOST:PORT from the environment so the benchmark can run it.
+# bytes, and the server binds HOST:PORT from the environment. `make bench` serves `application`
+# with the Procfile's Waitress command line, as it serves every target, so it measures the code.
 import os
 from html import escape
 from urllib.parse import parse_qs
