@@ -3,6 +3,7 @@
 import io
 from wsgiref.util import setup_testing_defaults
 
+import bottle
 import pytest
 from helpers import URLENCODED, encoded, example, field, multipart, result_line
 
@@ -265,6 +266,21 @@ def test_read_only_pages_allow_get_and_head(testapp, path):
 def test_unknown_paths_are_404(testapp, path):
     res = testapp.get(path, status=404)
     assert_error_page(res, 404, "no page at this address")
+
+
+def test_an_error_without_a_message_of_its_own_says_its_status(testapp):
+    # A status ERROR_MESSAGES does not list, as a hook someone adds might raise (a rate limit).
+    def too_many():
+        bottle.abort(429)
+
+    app.app.add_hook("before_request", too_many)
+    try:
+        res = testapp.get("/", status=429)
+    finally:
+        app.app.remove_hook("before_request", too_many)
+    assert 429 not in app.ERROR_MESSAGES
+    assert_error_page(res, 429, "Too Many Requests")
+    assert res.html.main.p.get_text() == res.status
 
 
 def test_head_is_answered_like_get(testapp):
