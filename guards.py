@@ -148,7 +148,7 @@ def read_form():
             raise Refusal(413, TOO_MANY_FIELDS)
         environ["CONTENT_TYPE"] = kind
     try:
-        form = request.forms.decode("utf-8")
+        form = request.forms.decode()  # UTF-8: Bottle's input_encoding
     except (ValueError, LookupError):  # bad UTF-8, or a broken multipart body
         abort(400)
     if any(NOT_TEXT.search(value) for _, value in form.allitems()):

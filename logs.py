@@ -143,8 +143,8 @@ def access(environ: dict, status: str, seconds: float) -> None:
         loggable(environ.get("REMOTE_ADDR") or "-", 50),  # from X-Forwarded-For behind nginx
         environ.get("wsgi.url_scheme") or "-",
         loggable(environ.get("REQUEST_METHOD") or "-", 20),
-        loggable(environ.get("bottle.raw_path", environ.get("PATH_INFO")) or "-"),
-        status.split(" ")[0],
+        loggable(environ.get("bottle.raw_path") or "-"),  # as sent: Bottle re-decodes PATH_INFO
+        status[:3],  # the code: a status line is three digits, a space, a phrase (PEP 3333)
         f"{seconds * 1000:.1f}ms",
     ]
     ACCESS.info(" ".join(fields))

@@ -11,6 +11,7 @@
 """
 
 import io
+import logging
 
 import pytest
 import webtest
@@ -31,6 +32,7 @@ def testapp():
 def log():
     """The app's log (logs.py), on a stream of the test's own: call it, once, for the lines."""
     stream = io.StringIO()
+    logging.getLogger("waitress.queue").filters = []  # configure() must add its own
     listener = logs.configure(stream)
 
     def lines() -> list[str]:

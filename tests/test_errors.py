@@ -3,6 +3,7 @@
 import io
 from wsgiref.util import setup_testing_defaults
 
+import bottle
 import pytest
 from helpers import URLENCODED, encoded, example, field, multipart, result_line
 
@@ -57,6 +58,7 @@ def test_unreadable_bodies_are_400(testapp, content_type, body):
         "APPLICATION/X-WWW-FORM-URLENCODED",
         "application/x-www-form-urlencoded;",
         "application/x-www-form-urlencoded ; ; Charset=UTF-8",
+        "application/x-www-form-urlencoded; charset=UTF8",
     ],
 )
 def test_media_types_and_parameter_names_are_case_insensitive(testapp, content_type):
@@ -70,6 +72,20 @@ def test_a_multipart_body_is_read_as_multipart_whatever_the_case_of_its_type(tes
     body = multipart(*parts, field("x", b"x&age=77&y"), boundary="AbC")
     res = post_raw(testapp, body, "Multipart/Form-Data; Boundary=AbC")
     assert "Age: 41 " in result_line(res)
+
+
+@pytest.mark.parametrize(
+    ("header", "boundary"),
+    [
+        ("multipart/form-data; boundary=zz", "zz"),
+        ("multipart/form-data; BOUNDARY=zz", "zz"),
+        ('multipart/form-data; boundary="a;b"', "a;b"),
+        ("multipart/form-data; boundary*=utf-8''a%3Bb", "a;b"),
+        ("multipart/form-data", ""),
+    ],
+)
+def test_a_parameter_is_read_as_sent_and_empty_when_not_sent(header, boundary):
+    assert guards.parameter(guards.content_type(header), "boundary") == boundary
 
 
 @pytest.mark.parametrize(
@@ -118,6 +134,7 @@ def test_text_declared_in_another_charset_is_400(testapp, content_type, body):
         b"\x1cContent-Type: text/plain; charset=latin-1",
         b"\xe3\x80\x80content-type: text/plain; charset=latin-1",
         b"Content-Type\xc2\x85: text/plain; charset=utf-16-le",
+        b"Content-Type\xff: text/plain; charset=latin-1",  # not UTF-8: 400, not a 500
         b"Content-Transfer-Encoding: base64",
     ],
 )
@@ -169,6 +186,32 @@ def test_any_file_name_makes_a_part_a_file(testapp, disposition):
     part = b"Content-Disposition: form-data; " + disposition + b"\r\n\r\n34"
     res = post_raw(testapp, multipart(part), "multipart/form-data; boundary=zz", status=400)
     assert_error_page(res, 400, "This form takes no files")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Content-Disposition",
+        "content-disposition",
+        "CONTENT_DISPOSITION",
+        "\u00a0Content_Disposition",
+    ],
+)
+def test_a_file_is_refused_however_bottle_would_spell_its_header(testapp, name):
+    # Bottle reads header names case-insensitively, stripped of Unicode white space, _ as -.
+    part = name.encode() + b': form-data; name="age"; filename="a.txt"\r\n\r\n34'
+    res = post_raw(testapp, multipart(part), "multipart/form-data; boundary=zz", status=400)
+    assert_error_page(res, 400, "This form takes no files")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("x:y", b"a colon in the name"), ("x", b"a value\r\n\r\nin two paragraphs")]
+)
+def test_a_part_is_read_as_its_headers_then_its_value(testapp, name, value):
+    # The headers end at the first blank line, and a header's name at its first colon.
+    body = multipart(*(field(n, v.encode()) for n, v in pairs(example())), field(name, value))
+    res = post_raw(testapp, body, "multipart/form-data; boundary=zz")
+    assert f"Age: {app.EXAMPLE['age'][0]} " in result_line(res)
 
 
 @pytest.mark.parametrize("kind", ["urlencoded", "multipart"])
@@ -225,6 +268,21 @@ def test_unknown_paths_are_404(testapp, path):
     assert_error_page(res, 404, "no page at this address")
 
 
+def test_an_error_without_a_message_of_its_own_says_its_status(testapp):
+    # A status ERROR_MESSAGES does not list, as a hook someone adds might raise (a rate limit).
+    def too_many():
+        bottle.abort(429)
+
+    app.app.add_hook("before_request", too_many)
+    try:
+        res = testapp.get("/", status=429)
+    finally:
+        app.app.remove_hook("before_request", too_many)
+    assert 429 not in app.ERROR_MESSAGES
+    assert_error_page(res, 429, "Too Many Requests")
+    assert res.html.main.p.get_text() == res.status
+
+
 def test_head_is_answered_like_get(testapp):
     res = testapp.head("/")
     assert res.status_int == 200
@@ -262,6 +320,9 @@ def test_a_crash_is_logged_and_shows_a_generic_500(testapp, monkeypatch, log):
         (b'\t; filename="evil.exe"\r\n', "could not be read"),
         # Bottle strips the white space off a first header line: a Content-Type it would obey.
         (b" Content-Type: text/plain; charset=utf-7\r\n", "could not be read"),
+        # Refused for the white space alone, even where the line would be harmless.
+        (b'\tContent-Disposition: form-data; name="hobbies"\r\n', "could not be read"),
+        (b' Content-Disposition: form-data; name="hobbies"\r\n', "could not be read"),
     ],
 )
 def test_part_header_lines_that_start_with_white_space_are_400(testapp, headers, message):
@@ -285,11 +346,23 @@ def test_a_quoted_boundary_is_read_whole(testapp, boundary):
     assert_error_page(res, 400, "could not be read")
 
 
-def test_a_content_length_that_is_not_a_number_is_400():
-    # Waitress refuses these itself; other servers may pass the header through as sent.
-    environ = {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": "12abc", "wsgi.input": io.BytesIO()}
-    environ["CONTENT_TYPE"] = "application/x-www-form-urlencoded"
+def status_of_post(**environ: str) -> str:
+    """POST to the app straight through WSGI, with exactly the given environ; return the status.
+    For what WebTest would not send as it is."""
+    environ = {"REQUEST_METHOD": "POST", "wsgi.input": io.BytesIO(), **environ}
     setup_testing_defaults(environ)
     started = []
     b"".join(app.application(environ, lambda status, *rest: started.append(status)))
-    assert started == ["400 Bad Request"]
+    [status] = started
+    return status
+
+
+def test_a_content_length_that_is_not_a_number_is_400():
+    # Waitress refuses these itself; other servers may pass the header through as sent.
+    status = status_of_post(CONTENT_LENGTH="12abc", CONTENT_TYPE=URLENCODED)
+    assert status == "400 Bad Request"
+
+
+def test_a_post_without_a_content_type_is_415():
+    # Waitress leaves CONTENT_TYPE out of the environ when the request has no Content-Type.
+    assert status_of_post(CONTENT_LENGTH="6") == "415 Unsupported Media Type"

@@ -116,7 +116,7 @@ def test_unknown_hobby_is_rejected_and_known_ones_stay_ticked(testapp):
     res = testapp.post("/", example(hobbies=[known, "golf"]), status=422)
     fieldset = res.html.fieldset
     message = res.html.find(id=fieldset["aria-describedby"])
-    assert "Choose only from the hobbies listed" in message.get_text()
+    assert message.get_text() == "Choose only from the hobbies listed."  # word for word, on purpose
     assert [box.checked for box in res.form.fields["hobbies"]] == [
         value == known for value in app.HOBBIES
     ]
@@ -131,6 +131,14 @@ def test_the_title_says_whether_the_form_has_errors(testapp):
     res = testapp.post("/", example(age=["x"]), status=422)
     assert res.html.title.get_text() == f"Error: {app.TITLE}"
     assert res.html.h1.get_text() == app.TITLE
+
+
+def test_pages_render_whatever_the_working_directory(testapp, monkeypatch, tmp_path):
+    # Bottle looks for templates in the working directory unless the app says where they are.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(bottle, "TEMPLATES", {})  # none compiled yet: looked up from here
+    testapp.get("/").mustcontain(app.TITLE)
+    testapp.get("/nowhere", status=404).mustcontain(app.ERROR_MESSAGES[404])
 
 
 def test_fixing_the_error_gives_the_result(testapp):

@@ -1,6 +1,7 @@
 """The log (logs.py): one line an event, in one format, with no form values; never a request's
 reason to wait or fail, whatever the state of the stream."""
 
+import atexit
 import fcntl
 import io
 import logging
@@ -8,12 +9,14 @@ import os
 import socket
 import threading
 import time
+from types import SimpleNamespace
 from urllib.parse import quote, unquote
 
 import pytest
 from helpers import SERVER_COMMANDS, encoded, example
 
 import app
+import guards
 import logs
 from deploy.servers import free_port, spawn, wait_until_listening
 
@@ -31,7 +34,7 @@ def test_each_request_logs_one_line_without_form_values(testapp, log):
     assert "secret" not in "".join(lines)
 
 
-@pytest.mark.parametrize("path", ["/ 200 0.1ms", "/a b", '/"quoted"', "/100%"])
+@pytest.mark.parametrize("path", ["/ 200 0.1ms", "/a b", '/"quoted"', "/100%", "/café"])
 def test_the_logged_path_is_one_unambiguous_token(testapp, log, path):
     testapp.get(quote(path), status=404)  # `GET /%20200%200.1ms` once read as a 200 in the log
     [line] = log()
@@ -45,6 +48,72 @@ def test_an_empty_path_is_logged_as_a_dash(testapp, log):
     testapp.get("/", extra_environ={"PATH_INFO": ""})
     [line] = log()
     assert line.split(" ")[2:5] == ["GET", "-", "200"]
+
+
+def test_a_paths_usual_characters_are_logged_as_sent(testapp, log):
+    path = "/a:b@c!$&'*+,;=~d"
+    testapp.get(path, status=404)
+    [line] = log()
+    assert line.split(" ")[2:5] == ["GET", path, "404"]
+
+
+REQUEST = {
+    "REMOTE_ADDR": "203.0.113.9",
+    "wsgi.url_scheme": "https",
+    "REQUEST_METHOD": "GET",
+    "bottle.raw_path": "/",
+}
+
+
+# The caps are pinned on purpose: the path's is docs/deployment.md's, the others fit any real
+# address or method. A field is capped only when longer: its exact length passes whole.
+@pytest.mark.parametrize(("name", "limit"), [("REMOTE_ADDR", 50), ("REQUEST_METHOD", 20)])
+def test_the_client_address_and_method_are_logged_capped(log, name, limit):
+    field = {"REMOTE_ADDR": 0, "REQUEST_METHOD": 2}[name]
+    for text in ["a" * limit, "a" * (limit + 1)]:
+        logs.access({**REQUEST, name: text}, "200 OK", 0.0)
+    whole, capped = (line.removeprefix("INFO:access:").split(" ")[field] for line in log())
+    assert whole == "a" * limit
+    assert capped == "a" * limit + f"...({limit + 1}B)"
+
+
+def test_a_path_is_logged_whole_up_to_200_characters(log):
+    for path in ["/" + "a" * 199, "/" + "a" * 200]:
+        logs.access({**REQUEST, "bottle.raw_path": path}, "404 Not Found", 0.0)
+    whole, capped = (line.split(" ")[3] for line in log())
+    assert whole == "/" + "a" * 199
+    assert capped == "/" + "a" * 199 + "...(201B)"
+
+
+def test_what_a_request_lacks_is_logged_as_a_dash(log):
+    logs.access({}, "200 OK", 0.0)
+    assert log() == ["INFO:access:- - - - 200 0.0ms"]
+
+
+def test_text_a_server_gives_outside_latin_1_is_logged_not_raised(log):
+    # PEP 3333 servers give latin-1 text; another server's text must not cost the answer.
+    logs.access({**REQUEST, "REMOTE_ADDR": "203.0.113.9\u2028"}, "200 OK", 0.0)
+    assert log() == ["INFO:access:203.0.113.9%3F https GET / 200 0.0ms"]
+
+
+def test_the_logged_duration_is_the_time_the_app_took(testapp, log, monkeypatch):
+    clock = iter([10.0, 10.25])  # when the request came in, when the app was done with it
+    monkeypatch.setattr(guards, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    testapp.get("/healthz")
+    [line] = log()
+    assert line.endswith(" 200 250.0ms")
+
+
+def test_a_crash_bottle_does_not_catch_is_logged_as_a_500(testapp, log, monkeypatch):
+    # Bottle answers most errors itself, but lets MemoryError through to the server.
+    def out_of_memory(form):
+        raise MemoryError
+
+    monkeypatch.setattr(app, "validate", out_of_memory)
+    with pytest.raises(MemoryError):
+        testapp.post("/", example())
+    [line] = log()
+    assert line.split(" ")[4] == "500"
 
 
 def test_a_long_path_is_logged_capped(testapp, log):
@@ -85,17 +154,21 @@ def test_waitress_messages_are_one_line_each_with_controls_escaped(log):
     assert "Traceback" in lines[1] and "ValueError" in lines[1]
 
 
-def test_task_queue_warnings_are_summarised_not_flooded(log, monkeypatch):
-    clock = [1000.0]
+# time.monotonic() counts from an undefined point: on Linux, the boot.
+@pytest.mark.parametrize("start", [0.0, 1000.0])
+def test_task_queue_warnings_are_summarised_not_flooded(log, monkeypatch, start):
+    clock = [start]
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     warnings = logging.getLogger("waitress.queue")
-    for depth in range(1, 1001):
-        warnings.warning("Task queue depth is %d", depth)
-    clock[0] += logs.QUIET
+    for suppressed in [999, 5]:
+        for depth in range(1, suppressed + 2):
+            warnings.warning("Task queue depth is %d", depth)
+        clock[0] += logs.QUIET
     warnings.warning("Task queue depth is %d", 1)
     assert log() == [
         "WARNING:waitress.queue:Task queue depth is 1",
         "WARNING:waitress.queue:Task queue depth is 1 (999 more since the last one logged)",
+        "WARNING:waitress.queue:Task queue depth is 1 (5 more since the last one logged)",
     ]
 
 
@@ -103,10 +176,12 @@ class StalledStream:
     """A log stream that takes no more: each write waits until the test lets it go."""
 
     def __init__(self):
+        self.writing = threading.Event()
         self.flowing = threading.Event()
         self.text = io.StringIO()
 
     def write(self, text):
+        self.writing.set()
         self.flowing.wait()
         self.text.write(text)
 
@@ -131,6 +206,93 @@ def test_a_stalled_log_costs_lines_never_answers_and_says_so_later(testapp, monk
     said = [line for line in lines if line.startswith("WARNING:logs:")]
     lost = sum(int(line.split(":")[2].split()[0]) for line in said)
     assert lost > 0 and len(lines) - len(said) + lost == 50  # every line written or counted
+
+
+def test_lost_lines_are_counted_before_the_next_line_written():
+    lost = logs.Lost()
+    lost.add(3)
+    stream = io.StringIO()
+    logs.StreamWriter(stream, lost).emit(logging.makeLogRecord({"msg": "INFO:app:next"}))
+    assert stream.getvalue().splitlines() == [
+        "WARNING:logs:3 log lines lost: the stream was full or closed",
+        "INFO:app:next",
+    ]
+    assert lost.take() == 0
+
+
+@pytest.mark.parametrize("queued", [0, 1], ids=["queue with room", "queue full"])
+def test_a_stalled_log_holds_the_exit_up_2_s_at_most(monkeypatch, queued):
+    # logs.flush runs at exit (atexit): it must not wait for ever for a stream that takes nothing.
+    monkeypatch.setattr(logs, "QUEUE_LINES", 1)
+    stream = StalledStream()
+    listener = logs.configure(stream)
+    try:
+        logs.APP.info("being written")
+        assert stream.writing.wait(5)
+        for _ in range(queued):
+            logs.APP.info("queued")
+        flushing = threading.Thread(target=logs.flush, args=(listener,))
+        started = time.monotonic()
+        flushing.start()
+        flushing.join(10)
+        waited = time.monotonic() - started
+    finally:
+        stream.flowing.set()
+        logs.configure()
+    assert 1.9 < waited < 2.9
+
+
+def test_lines_still_queued_at_exit_are_written(monkeypatch):
+    at_exit = []
+    monkeypatch.setattr(atexit, "register", lambda *call: at_exit.append(call))
+    stream = StalledStream()
+    logs.configure(stream)
+    try:
+        for number in range(3):
+            logs.APP.info("line %d", number)
+        stream.flowing.set()
+        for function, *args in at_exit:
+            function(*args)
+    finally:
+        logs.configure()
+    assert stream.text.getvalue().splitlines() == [f"INFO:app:line {n}" for n in range(3)]
+
+
+def test_configuring_the_log_again_replaces_it():
+    stream = io.StringIO()
+    listeners = [logs.configure(stream), logs.configure(stream)]
+    try:
+        logs.APP.info("once")
+        for listener in listeners:
+            logs.flush(listener)
+    finally:
+        logs.configure()
+    assert stream.getvalue().splitlines() == ["INFO:app:once"]
+
+
+# Bottle writes a traceback to wsgi.errors (logs.ERRORS) as one string; other code may write
+# anything: each write is one record, as given, less its final newlines.
+@pytest.mark.parametrize(
+    ("written", "logged"),
+    [
+        (
+            "Traceback (most recent call last):\nValueError: x\n\n",
+            "ERROR:app:Traceback (most recent call last):\\nValueError: x",
+        ),
+        ("\nafter a blank line\n", "ERROR:app:\\nafter a blank line"),
+        ("spaces at the end \t\n", "ERROR:app:spaces at the end \\t"),
+        ("no box X", "ERROR:app:no box X"),
+    ],
+)
+def test_what_is_written_to_the_wsgi_error_stream_is_logged_as_one_line(log, written, logged):
+    logs.ERRORS.write(written)
+    logs.ERRORS.flush()
+    assert log() == [logged]
+
+
+def test_lines_written_together_to_the_wsgi_error_stream_are_one_line(log):
+    logs.ERRORS.writelines(["Traceback (most recent call last):\n", "ValueError: x\n"])
+    assert log() == ["ERROR:app:Traceback (most recent call last):\\nValueError: x"]
 
 
 class ClosedStream:

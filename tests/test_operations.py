@@ -129,10 +129,9 @@ def test_every_name_for_the_app_serves_the_whole_app(tmp_path, name):
 @pytest.mark.parametrize(
     ("environ", "says"),
     [
+        # Which ports main() refuses, and what it says, is tests/test_main.py's: here, that the
+        # process prints it as one line and exits 1, and Waitress's own refusals of a host.
         ({"PORT": "eighty"}, "PORT must be a port number from 1 to 65535, not 'eighty'"),
-        ({"PORT": "70000"}, "PORT must be a port number from 1 to 65535, not '70000'"),
-        ({"PORT": "²"}, "PORT must be a port number from 1 to 65535, not '²'"),
-        ({"PORT": "٨٠٨٠"}, "PORT must be a port number from 1 to 65535, not '٨٠٨٠'"),
         ({"HOST": "no-such-host.invalid"}, "cannot listen on no-such-host.invalid:"),
         ({"HOST": "192.0.2.1"}, "cannot listen on 192.0.2.1:"),
     ],

@@ -1,5 +1,7 @@
 """Safe by default: escaped output, cross-origin posts refused, security headers everywhere."""
 
+from wsgiref.util import setup_testing_defaults
+
 import pytest
 from helpers import example, fill, same_origin
 
@@ -44,12 +46,14 @@ def test_cross_origin_posts_are_refused(testapp, headers, status):
         res.mustcontain(f"Age: {VALID['age'][0]}")
 
 
-@pytest.mark.parametrize("method", ["GET", "HEAD"])
+# OPTIONS (a CORS preflight) changes nothing either: it gets the 405 of a method no route has,
+# not the 403 of a forgery.
+@pytest.mark.parametrize(("method", "status"), [("GET", 200), ("HEAD", 200), ("OPTIONS", 405)])
 @pytest.mark.parametrize("path", ["/", "/healthz", "/static/style.css"])
-def test_cross_origin_reads_are_allowed(testapp, method, path):
+def test_cross_origin_reads_are_allowed(testapp, method, status, path):
     # Through the same hook that refuses cross-site posts: a link from another site still works.
     headers = {"Sec-Fetch-Site": "cross-site", "Origin": "https://x.example"}
-    assert testapp.request(path, method=method, headers=headers).status_int == 200
+    testapp.request(path, method=method, headers=headers, status=status)
 
 
 def request_each_kind(testapp):
@@ -84,6 +88,25 @@ def test_the_500_page_carries_the_security_headers(testapp, monkeypatch):
     res = testapp.post("/", VALID, expect_errors=True)
     assert res.status_int == 500
     assert dict(guards.SECURITY_HEADERS).items() <= dict(res.headers).items()
+
+
+def test_a_500_after_the_server_refused_the_headers_carries_the_error_and_headers():
+    # A server may refuse the headers it is given (Waitress refuses a hop-by-hop one); Bottle then
+    # answers 500, and PEP 3333 requires that second start_response call to carry the error.
+    calls = []
+
+    def start_response(status, headers, exc_info=None):
+        if calls and exc_info is None:  # as Waitress does
+            raise AssertionError("start_response called a second time without providing exc_info")
+        calls.append((status, dict(headers)))
+        if len(calls) == 1:
+            raise ValueError("a header this server refuses")
+
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/healthz"}
+    setup_testing_defaults(environ)
+    b"".join(app.application(environ, start_response))
+    assert [status for status, _ in calls] == ["200 OK", "500 INTERNAL SERVER ERROR"]
+    assert dict(guards.SECURITY_HEADERS).items() <= calls[1][1].items()
 
 
 def test_pages_with_submitted_values_are_not_stored(testapp):
