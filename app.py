@@ -4,6 +4,7 @@ This file is the app: the form, its rules, its routes, then the wiring. What gua
 (guards.py), the log (logs.py) and a graceful stop (shutdown.py) live beside it.
 """
 
+import functools
 import os
 import re
 import sys
@@ -61,8 +62,8 @@ application = app  # the name servers import: `waitress-serve app:application`
 
 @app.route("/", method=["GET", "HEAD"])
 def show_form():
-    """Show the empty form."""
-    return render_form(*validate(FormsDict()))
+    """Show the empty form: the same page for everyone, rendered once."""
+    return empty_form()
 
 
 @app.post("/")
@@ -94,6 +95,12 @@ def render_form(values: dict, errors: dict) -> str:
     """Render the form page with the given values and errors."""
     title = f"Error: {TITLE}" if errors else TITLE
     return page("form", title, heading=TITLE, hobbies=HOBBIES, values=values, errors=errors)
+
+
+@functools.cache
+def empty_form() -> str:
+    """Render the form as nobody has filled it in (an empty submission's values)."""
+    return render_form(*validate(FormsDict()))
 
 
 def render_error(status: str, message: str) -> str:

@@ -19,7 +19,6 @@ import queue
 import sys
 import threading
 import time
-from logging.handlers import QueueHandler, QueueListener
 from urllib.parse import quote
 
 FORMAT = logging.BASIC_FORMAT  # LEVEL:logger:message, the format waitress-serve's users know
@@ -59,37 +58,53 @@ class Lost:
         return count
 
 
-class DroppingQueueHandler(QueueHandler):
-    """Queue a record for the writer thread; when the queue is full, count it rather than wait."""
+class LineWriter(logging.Handler):
+    """The one log handler. Each record is formatted as one line in the thread that logs it and
+    queued; a thread of the handler's own writes the queue to the stream, lines queued together in
+    one write. When the queue is full, a line is counted rather than waited for."""
 
-    def __init__(self, lines: queue.Queue, lost: Lost):
-        super().__init__(lines)
-        self.lost = lost
-
-    def enqueue(self, record: logging.LogRecord) -> None:
-        try:
-            self.queue.put_nowait(record)
-        except queue.Full:
-            self.lost.add()
-
-
-class StreamWriter(logging.StreamHandler):
-    """Write each line to the stream (the writer thread's handler); say how many were lost."""
-
-    def __init__(self, stream, lost: Lost):
-        super().__init__(stream)
-        self.lost = lost
+    def __init__(self, stream):
+        super().__init__()
+        self.setFormatter(OneLineFormatter(FORMAT))
+        self.stream = stream
+        # SimpleQueue: a put costs a fraction of a microsecond, where Queue's costs several
+        # (docs/benchmark.md); the bound is kept by its size instead.
+        self.lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self.limit = QUEUE_LINES
+        self.lost = Lost()
+        self.thread = threading.Thread(target=self.write_queued, name="log writer", daemon=True)
+        self.thread.start()
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self.lines.qsize() < self.limit:
+            self.lines.put(self.format(record))
+        else:  # the stream has stalled: count the line, never wait
+            self.lost.add()
+
+    def write_queued(self) -> None:
+        """Write the queued lines as they come, until the end mark (None): the writer thread."""
+        done = False
+        while not done:
+            lines = [self.lines.get()]
+            while not self.lines.empty():  # this thread alone takes from the queue
+                lines.append(self.lines.get_nowait())
+            if None in lines:
+                lines, done = lines[: lines.index(None)], True
+            self.write(lines)
+
+    def write(self, lines: list[str]) -> None:
+        """Write lines to the stream, after the count of those lost since the last write."""
         lost = self.lost.take()
-        lines = [record.getMessage()]  # formatted already, in the request's thread
-        if lost:
-            lines.insert(0, f"WARNING:logs:{lost} log lines lost: the stream was full or closed")
+        said = (
+            [f"WARNING:logs:{lost} log lines lost: the stream was full or closed"] if lost else []
+        )
+        if not said + lines:
+            return
         try:
-            self.stream.write("".join(line + "\n" for line in lines))
+            self.stream.write("".join(line + "\n" for line in said + lines))
             self.stream.flush()
         except Exception:  # closed (None), broken or gone: count, never raise
-            self.lost.add(len(lines))
+            self.lost.add(lost + len(lines))
 
 
 class RareQueueWarnings(logging.Filter):
@@ -150,33 +165,29 @@ def access(environ: dict, status: str, seconds: float) -> None:
     ACCESS.info(" ".join(fields))
 
 
-def configure(stream=None) -> QueueListener:
+def configure(stream=None) -> LineWriter:
     """Send every record to stderr (or `stream`) through a bounded queue and one writer thread.
 
     Safe to call again: it replaces what an earlier call set up.
     """
     root = logging.getLogger()
     for handler in root.handlers[:]:
-        if isinstance(handler, DroppingQueueHandler):
+        if isinstance(handler, LineWriter):
             root.removeHandler(handler)
-    lost = Lost()
-    lines = queue.Queue(QUEUE_LINES)
-    handler = DroppingQueueHandler(lines, lost)
-    handler.setFormatter(OneLineFormatter(FORMAT))
-    root.addHandler(handler)
+    writer = LineWriter(stream or sys.stderr)
+    root.addHandler(writer)
     root.setLevel(logging.INFO)
-    queue_logger = logging.getLogger("waitress.queue")
-    queue_logger.filters = [RareQueueWarnings()]
-    listener = QueueListener(lines, StreamWriter(stream or sys.stderr, lost))
-    listener.start()
-    atexit.register(flush, listener)
-    return listener
+    # What the format above does not show, not gathered for each record (logging HOWTO,
+    # "Optimization"): the calling function's file and line, the thread, the process.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging.getLogger("waitress.queue").filters = [RareQueueWarnings()]
+    atexit.register(flush, writer)
+    return writer
 
 
-def flush(listener: QueueListener, timeout: float = 2.0) -> None:
-    """Write the lines still queued, waiting no longer than `timeout` for a stalled stream."""
-    try:
-        listener.queue.put(listener._sentinel, timeout=timeout)  # after what is queued
-    except queue.Full:  # stalled: what is queued cannot be written
-        return
-    listener._thread.join(timeout)  # QueueListener.stop() would wait without end
+def flush(writer: LineWriter, timeout: float = 2.0) -> None:
+    """Write the lines still queued and stop the writer thread, waiting no longer than `timeout`
+    for a stalled stream (this runs at exit)."""
+    writer.lines.put(None)  # the end mark, after what is queued
+    writer.thread.join(timeout)

@@ -209,15 +209,16 @@ def test_a_stalled_log_costs_lines_never_answers_and_says_so_later(testapp, monk
 
 
 def test_lost_lines_are_counted_before_the_next_line_written():
-    lost = logs.Lost()
-    lost.add(3)
     stream = io.StringIO()
-    logs.StreamWriter(stream, lost).emit(logging.makeLogRecord({"msg": "INFO:app:next"}))
+    writer = logs.LineWriter(stream)
+    writer.lost.add(3)
+    writer.write(["INFO:app:next"])
+    logs.flush(writer)
     assert stream.getvalue().splitlines() == [
         "WARNING:logs:3 log lines lost: the stream was full or closed",
         "INFO:app:next",
     ]
-    assert lost.take() == 0
+    assert writer.lost.take() == 0
 
 
 @pytest.mark.parametrize("queued", [0, 1], ids=["queue with room", "queue full"])
