@@ -1,5 +1,6 @@
 """Helpers for the tests: starting real servers, reading pages."""
 
+import dataclasses
 import os
 import re
 import resource
@@ -122,8 +123,15 @@ class Proxy:
 
     port: int  # nginx, on loopback
     run_dir: Path  # the certificate, nginx.conf, nginx's access log
-    app_port: int = 0  # Waitress, on loopback behind nginx
+    app_ports: list[int] = dataclasses.field(
+        default_factory=list
+    )  # the app's instances, behind nginx
     server: Server | None = None  # deploy/run_proxy.py, with the app's and nginx's output
+
+    @property
+    def app_port(self) -> int:
+        """The first instance's port: where a test talks to Waitress without nginx."""
+        return self.app_ports[0]
 
     @property
     def url(self) -> str:
@@ -148,17 +156,22 @@ class Proxy:
 PROXY_COMMAND = f"{shlex.quote(sys.executable)} -m deploy.run_proxy"
 
 
-def start_proxy(folder: Path, command: str = PROXY_COMMAND) -> Proxy:
-    """Run deploy/run_proxy.py as `make run-proxy` does, its files in `folder`; wait for it."""
+def start_proxy(folder: Path, command: str = PROXY_COMMAND, environ: dict | None = None) -> Proxy:
+    """Run deploy/run_proxy.py as `make run-proxy` does, its files in `folder`; wait for it.
+
+    `environ` may set WEB_CONCURRENCY, the number of app instances (default: one per CPU).
+    """
     require("nginx")
     require("openssl")
     run_dir = folder / "run"
-    server = start_server(command, folder / "proxy.log", environ={"RUN_DIR": str(run_dir)})
-    said = re.compile(r"in front of the app on http://127.0.0.1:(\d+)")
+    environ = {"RUN_DIR": str(run_dir), **(environ or {})}
+    server = start_server(command, folder / "proxy.log", environ=environ)
+    said = re.compile(r"in front of \d+ app instance\(s\): ([^;]+);")
     deadline = time.monotonic() + 5
     while not (found := said.search(server.output())):
         if time.monotonic() > deadline:
             server.stop()
             raise AssertionError(f"run_proxy.py did not say where it serves:\n{server.output()}")
         time.sleep(0.05)
-    return Proxy(server.port, run_dir, int(found[1]), server)
+    app_ports = [int(url.rsplit(":", 1)[1]) for url in found[1].split()]
+    return Proxy(server.port, run_dir, app_ports, server)

@@ -27,7 +27,7 @@ from helpers import (
 
 import app
 from deploy import error_pages, run_proxy
-from deploy.servers import ROOT, Server, free_port
+from deploy.servers import ROOT, Server, descendants, free_port, free_ports
 
 SITE = ROOT / "deploy" / "form-app.conf"
 FORM = "application/x-www-form-urlencoded"
@@ -266,7 +266,7 @@ def test_nginx_502_page_when_the_app_is_down_has_the_apps_layout_and_headers(tmp
     require("nginx")
     require("openssl")
     port = free_port()
-    config = run_proxy.write_config(tmp_path, port, app_port=free_port())  # no app there
+    config = run_proxy.write_config(tmp_path, port, app_ports=free_ports(2))  # no app there
     nginx = run_proxy.start_nginx(config)
     try:
         assert run_proxy.until_listening(nginx, port, threading.Event())
@@ -415,22 +415,6 @@ def alive(pid: int) -> bool:
         return False
 
 
-def descendants(pid: int) -> list[int]:
-    """Return the processes started by a process, and by those, and so on."""
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # it ended while we looked
-        parents[int(stat.parent.name)] = int(fields[1])
-    found, level = [], [pid]
-    while level:
-        level = [child for child, parent in parents.items() if parent in level]
-        found += level
-    return found
-
-
 @pytest.mark.parametrize(
     "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["Ctrl-C", "SIGTERM", "hang-up"]
 )
@@ -439,6 +423,6 @@ def test_run_proxy_stops_nginx_and_the_app_and_exits_0(tmp_path, sig):
     assert f"Serving the form on {running.url}/ " in running.server.output()
     assert request(running, "GET", "/healthz").body == b"ok\n"
     children = descendants(running.server.process.pid)
-    assert len(children) == 3  # the app, nginx's master process and its worker
+    assert len(children) == len(running.app_ports) + 2  # the app's, nginx's master and worker
     assert running.server.stop(sig) == 0, running.server.output()
     assert [pid for pid in children if alive(pid)] == []
