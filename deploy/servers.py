@@ -85,13 +85,14 @@ def listens(pid: int, port: int) -> bool:
                 inodes.add(f"socket:[{fields[9]}]")
     if not inodes:
         return False
-    for owner in [pid, *descendants(pid)]:
+
+    def holds(owner: int) -> bool:
         try:
-            if any(os.readlink(fd) in inodes for fd in Path(f"/proc/{owner}/fd").iterdir()):
-                return True
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-    return False
+            return any(os.readlink(fd) in inodes for fd in Path(f"/proc/{owner}/fd").iterdir())
+        except (FileNotFoundError, ProcessLookupError, PermissionError):  # it ended meanwhile
+            return False
+
+    return holds(pid) or any(holds(child) for child in descendants(pid))
 
 
 @dataclass
