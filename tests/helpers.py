@@ -90,6 +90,7 @@ INSTALL_HINTS = {
     "wrk": "install the HTTP load generator with `apt-get install wrk`",
     "nginx": "install the reverse proxy with `apt-get install nginx-light`",
     "openssl": "install the TLS toolkit with `apt-get install openssl`",
+    "systemd-analyze": "install systemd's unit checker with `apt-get install systemd`",
 }
 
 
