@@ -66,16 +66,17 @@ def test_the_features_script_prints_a_cost_for_each_step():
 
 
 @pytest.mark.stress
-def test_a_short_proxy_run_measures_both_paths_without_errors():
+def test_a_short_proxy_run_measures_one_and_two_instances_without_errors():
     require("wrk")
-    command = [sys.executable, "bench/proxy.py", *SHORT]
+    command = [sys.executable, "bench/proxy.py", "--instances", "2", *SHORT]
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     rows = [line.strip("|").split("|") for line in run.stdout.splitlines() if line.startswith("| ")]
     cells = {(row[0].strip(), row[1].strip()): row for row in rows[1:]}
-    assert set(cells) == {(path, method) for path in ("straight", "proxy") for method in METHODS}
+    assert set(cells) == {(count, method) for count in ("1", "2") for method in METHODS}
     for row in cells.values():
-        assert float(row[2]) > 0 and row[4].strip() == "0", run.stdout  # req/s, no errors
+        assert float(row[2]) > 0 and row[-1].strip() == "0", run.stdout  # req/s, no errors
+        assert float(row[5]) > 0 and float(row[6]) > 0, run.stdout  # app's and nginx's CPU
 
 
 def test_recording_replaces_only_the_previous_results(tmp_path):
