@@ -63,16 +63,16 @@ def certificate(folder: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def site_config(values: dict[str, str], app_ports: list[int]) -> str:
-    """Return deploy/form-app.conf with each placeholder (@NAME@) replaced by its value, and
-    the line that holds @APP_PORT@ (the upstream's `server`) written once for each app port."""
+def site_config(values: dict[str, str], app_addresses: list[str]) -> str:
+    """Return deploy/form-app.conf with each placeholder (@NAME@) replaced by its value, and the
+    line that holds @APP_ADDRESS@ (the upstream's `server`) written once for each instance."""
     text = SITE.read_text()
     placeholders = set(re.findall(r"@([A-Z_]+)@", text))
-    if placeholders != {*values, "APP_PORT"}:
+    if placeholders != {*values, "APP_ADDRESS"}:
         raise ValueError(f"{SITE} has placeholders {placeholders}, given {set(values)}")
     text = re.sub(
-        r"^.*@APP_PORT@.*$",
-        lambda line: "\n".join(line[0].replace("@APP_PORT@", str(port)) for port in app_ports),
+        r"^.*@APP_ADDRESS@.*$",
+        lambda line: "\n".join(line[0].replace("@APP_ADDRESS@", at) for at in app_addresses),
         text,
         flags=re.MULTILINE,
     )
@@ -81,21 +81,26 @@ def site_config(values: dict[str, str], app_ports: list[int]) -> str:
     return text
 
 
-def write_config(folder: Path, port: int, app_ports: list[int]) -> Path:
-    """Write nginx.conf (foreground, files in `folder`) around the site; return its path."""
+def write_config(
+    folder: Path, port: int, app_addresses: list[str], listen_host: str = "127.0.0.1"
+) -> Path:
+    """Write nginx.conf (foreground, files in `folder`) around the site; return its path.
+
+    `app_addresses` are the instances' host:port, which the upstream lists.
+    """
     cert, key = certificate(folder)
     site = folder / "form-app.conf"
     site.write_text(
         site_config(
             {
-                "LISTEN": f"127.0.0.1:{port}",
+                "LISTEN": f"{listen_host}:{port}",
                 "SERVER_NAME": "localhost",
                 "CERTIFICATE": str(cert),
                 "CERTIFICATE_KEY": str(key),
                 "ERROR_PAGES": str(HERE / "errors"),
                 "ACCESS_LOG": str(folder / "access.log"),
             },
-            app_ports,
+            app_addresses,
         )
     )
     temp = folder / "temp"
@@ -132,10 +137,13 @@ http {{
     return config
 
 
-def start_nginx(config: Path) -> subprocess.Popen:
-    """Start nginx in the foreground with its configuration and files in the config's folder."""
+def start_nginx(config: Path, wrapper: tuple[str, ...] = ()) -> subprocess.Popen:
+    """Start nginx in the foreground with its configuration and files in the config's folder.
+
+    `wrapper` runs it through another command (the tests' `ip netns exec NAME`).
+    """
     prefix = f"{config.parent}/"
-    command = [program("nginx"), "-p", prefix, "-c", str(config), "-e", "stderr"]
+    command = [*wrapper, program("nginx"), "-p", prefix, "-c", str(config), "-e", "stderr"]
     return subprocess.Popen(command, process_group=0)
 
 
@@ -282,7 +290,7 @@ def main() -> int:
     folder = Path(os.environ.get("RUN_DIR", ROOT / ".run" / "proxy")).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     instances = Instances(servers.free_ports(count))
-    config = write_config(folder, port, instances.ports)
+    config = write_config(folder, port, [f"127.0.0.1:{app_port}" for app_port in instances.ports])
     children: dict[str, servers.Server] = {}
     try:
         status = serve(children, instances, port, config, stop)

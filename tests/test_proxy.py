@@ -266,7 +266,8 @@ def test_nginx_502_page_when_the_app_is_down_has_the_apps_layout_and_headers(tmp
     require("nginx")
     require("openssl")
     port = free_port()
-    config = run_proxy.write_config(tmp_path, port, app_ports=free_ports(2))  # no app there
+    nothing_there = [f"127.0.0.1:{app_port}" for app_port in free_ports(2)]
+    config = run_proxy.write_config(tmp_path, port, nothing_there)
     nginx = run_proxy.start_nginx(config)
     try:
         assert run_proxy.until_listening(nginx, port, threading.Event())
