@@ -91,6 +91,7 @@ INSTALL_HINTS = {
     "nginx": "install the reverse proxy with `apt-get install nginx-light`",
     "openssl": "install the TLS toolkit with `apt-get install openssl`",
     "systemd-analyze": "install systemd's unit checker with `apt-get install systemd`",
+    "ip": "install the network tools with `apt-get install iproute2`",
 }
 
 
