@@ -26,6 +26,7 @@ from helpers import (
 )
 
 import app
+import shutdown
 from deploy import error_pages, run_proxy
 from deploy.servers import ROOT, Server, descendants, free_port, free_ports
 
@@ -167,6 +168,13 @@ def test_nginx_sends_the_apps_security_headers_instead_of_the_apps_copies():
 def test_nginx_closes_idle_upstream_connections_before_waitress_does():
     [[timeout]] = site("keepalive_timeout", "upstream")
     assert int(timeout.removesuffix("s")) < app.SERVER["channel_timeout"]
+    # A draining instance waits for nginx to close them rather than cut them under it: nginx
+    # must do so well within the drain, or the drain's end cuts them after all.
+    assert int(timeout.removesuffix("s")) <= shutdown.DRAIN_SECONDS / 2
+
+
+def test_a_post_is_passed_to_another_instance_only_if_it_was_never_sent():
+    assert site("proxy_next_upstream", "location") == [["error", "timeout"]]  # no non_idempotent
 
 
 def test_nginx_error_pages_are_the_apps_error_template():
