@@ -56,7 +56,8 @@ def descendants(pid: int) -> list[int]:
     parents = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            # bytes: a process may give itself a name that is not UTF-8 (it ends at the last ")")
+            fields = stat.read_bytes().rsplit(b")", 1)[1].split()
         except (FileNotFoundError, ProcessLookupError):
             continue  # it ended while we looked
         parents[int(stat.parent.name)] = int(fields[1])

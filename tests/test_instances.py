@@ -91,6 +91,11 @@ class Load:
         for thread in self.threads:
             thread.join()
 
+    def total(self) -> int:
+        """Return how many answers have come so far."""
+        with self.lock:
+            return sum(self.statuses.values())
+
     def count(self, method: str, status: int | None = None) -> int:
         """Return how many requests of a method got a status (any status: None)."""
         return sum(n for (m, s), n in self.statuses.items() if m == method and status in (s, None))
@@ -117,15 +122,21 @@ def restarted(proxy, port: int, old_pid: int, timeout: float = 30) -> float:
 
 def test_restarting_every_instance_in_turn_under_load_loses_nothing(two_instances):
     pids = {port: instance_pid(two_instances, port) for port in two_instances.app_ports}
+    during = []  # answers that came while an instance was restarting
     with Load(two_instances) as load:
         for port, pid in pids.items():  # the rolling upgrade in docs/deployment.md
+            before = load.total()
             os.kill(pid, signal.SIGTERM)
             restarted(two_instances, port, pid)
+            during.append(load.total() - before)
             time.sleep(0.3)
     assert load.errors == []
     assert load.cut == {}
     assert {status for _, status in load.statuses} == {200}, load.statuses
-    assert load.count("GET") > 100 and load.count("POST") > 100, load.statuses
+    assert min(during) > 0 and load.count("GET") > 50 and load.count("POST") > 50, (
+        during,
+        load.statuses,
+    )
     output = two_instances.server.output()
     for port in pids:
         assert f"the instance on port {port} exited with 0; starting it again" in output
@@ -135,8 +146,10 @@ def test_a_crashed_instance_costs_at_most_the_posts_in_flight_on_it(two_instance
     port = two_instances.app_ports[0]
     pid = instance_pid(two_instances, port)
     with Load(two_instances) as load:
+        before = load.total()
         os.kill(pid, signal.SIGKILL)
         back_in = restarted(two_instances, port, pid, timeout=10)
+        during = load.total() - before
     # A GET is retried on the other instance; a POST that reached the killed one is not (nginx
     # does not send a POST twice), so it gets nginx's 502 page. And an answer the instance had
     # begun to send (Waitress writes its head, then its body) is cut short: nginx has passed the
@@ -145,7 +158,7 @@ def test_a_crashed_instance_costs_at_most_the_posts_in_flight_on_it(two_instance
     lost = load.count("POST", 502) + sum(load.cut.values())
     print(f"back in {back_in:.2f}s; POST 502: {load.count('POST', 502)}; cut short: {load.cut}")
     assert load.errors == []
-    assert load.count("GET") == load.count("GET", 200) > 100, load.statuses
+    assert during > 0 and load.count("GET") == load.count("GET", 200) > 50, load.statuses
     assert load.count("POST") == load.count("POST", 200) + load.count("POST", 502)
     assert lost <= CLIENTS, (load.statuses, load.cut)
     assert back_in < 10  # a second or two; more on a machine busy with other work

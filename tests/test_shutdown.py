@@ -94,6 +94,7 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(fresh_server, connect):
         assert f"Age: {app.EXAMPLE['age'][0]}".encode() in res.read()
         if conn in slow:  # answered during the drain, which closes each connection after it
             assert res.getheader("Connection") == "close"
+        conn.close()  # a busy one may have been answered before the drain began: kept alive
     # An idle keep-alive connection is not cut under its client (a proxy may be sending on it):
     # its next request is answered, with Connection: close, and then the connection closes.
     idle.request("GET", "/healthz")
@@ -151,6 +152,7 @@ def test_user_signals_do_not_stop_the_server(tmp_path, connect, sig):
         conn = connect(server)
         conn.request("GET", "/healthz")
         assert conn.getresponse().read() == b"ok\n"
+        conn.close()  # an idle keep-alive connection would hold the drain below
         assert server.process.poll() is None
     finally:
         assert server.stop() == 0, server.output()
