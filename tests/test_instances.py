@@ -173,3 +173,15 @@ def test_run_proxy_does_not_claim_a_port_another_program_holds(tmp_path):
         assert process.wait(timeout=30) == 1
     assert "Serving" not in log.read_text()
     assert f"port {port} is in use already" in log.read_text()
+
+
+def test_a_server_is_ready_only_when_it_listens_itself_not_another_program_on_its_port():
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        child = servers.spawn("sleep 5", {})  # alive, and never listening
+        try:
+            assert not servers.wait_until_listening(child, port, timeout=1)
+            assert servers.listens(os.getpid(), port)  # this test's own socket, seen as ours
+        finally:
+            child.kill()
+            child.wait()
