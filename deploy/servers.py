@@ -189,7 +189,12 @@ def start_server(
     if listening(port):
         raise RuntimeError(f"port {port} is in use already: {command!r} cannot listen there")
     process = spawn(command, settings, log, cwd)
-    if not wait_until_listening(process, port, timeout):
+    try:
+        ready = wait_until_listening(process, port, timeout)
+    except BaseException:  # never leave a server behind, whatever went wrong here
+        Server(process, "127.0.0.1", port, log).stop()
+        raise
+    if not ready:
         server = Server(process, "127.0.0.1", port, log)
         server.stop(signal.SIGKILL)
         raise RuntimeError(
