@@ -74,10 +74,11 @@ bench: $(VENV)/.dev
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install -y wrk"; exit 1; }
 	$(BIN)/python -m bench.bench --output docs/benchmark.md
 
-# What the shipped proxy costs: the app straight and through nginx (bench/proxy.py).
+# What several instances buy: through nginx with 1 and with N instances (bench/proxy.py;
+# N is the number of CPUs, or `make bench-proxy INSTANCES=4`).
 bench-proxy: $(VENV)/.dev
 	@command -v wrk >/dev/null || { echo "make bench-proxy needs wrk: apt-get install -y wrk"; exit 1; }
-	$(BIN)/python bench/proxy.py
+	$(BIN)/python bench/proxy.py $(if $(INSTANCES),--instances $(INSTANCES))
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)

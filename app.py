@@ -119,7 +119,10 @@ def page(view: str, title: str, **values) -> str:
 SERVER = {
     "threads": 4,
     "connection_limit": 1000,
-    "channel_timeout": 30,
+    # Longer than a platform router keeps an idle connection to the app (Heroku's Router 2.0:
+    # 90 s), so that the router, not the app, closes it: closed by the app, it may be the one the
+    # router just sent a request on. Slow clients are the proxy's to bound (docs/settings.md).
+    "channel_timeout": 95,
     "max_request_body_size": guards.MAX_BODY,  # bodies must be smaller (Waitress's rule)
     "max_request_header_size": 16 * 1024,
     "asyncore_use_poll": True,  # select() cannot watch more than 1024 sockets
@@ -128,7 +131,8 @@ SERVER = {
     "cleanup_interval": 1,
     # Behind the shipped proxy (deploy/), believe the client address and scheme it forwards;
     # from anyone else, drop those headers (Waitress's default), so they cannot be forged.
-    "trusted_proxy": "127.0.0.1",
+    # TRUSTED_PROXY: nginx's address when it runs on another host (the Procfile reads it too).
+    "trusted_proxy": os.environ.get("TRUSTED_PROXY", "127.0.0.1"),
     "trusted_proxy_headers": {"x-forwarded-for", "x-forwarded-proto"},
     "clear_untrusted_proxy_headers": True,
 }

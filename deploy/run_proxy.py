@@ -2,14 +2,18 @@
 (`python -m deploy.run_proxy` from the project folder).
 
 nginx terminates TLS on https://127.0.0.1:$PORT/ (PORT defaults to 8443) with a self-signed
-certificate made on first use, and forwards to the app, started as the Procfile's web: command on a
-free loopback port; http://127.0.0.1:$HTTP_PORT/ (8880 by default: `make run` has 8080) redirects
-there and serves the ACME challenge folder. Both also listen on [::1] where the machine has IPv6.
-deploy/form-app.conf is used as it is, with its placeholders filled in and the two lines that
-depend on nginx's and OpenSSL's versions adapted to this machine's; only the top-level nginx.conf
-(pid, temp and log paths, foreground, connection limits) is this script's own. Both servers run
-as children of this script; Ctrl-C or SIGTERM stops nginx (letting requests in flight finish), then
-the app (which drains its own), and exits 0. Their files go in .run/proxy/, or in $RUN_DIR if set.
+certificate made on first use, and balances over $WEB_CONCURRENCY instances of the app (default:
+the number of CPUs), each started as deploy/form-app@.service starts it: the Procfile's web:
+command with HOST=127.0.0.1 and its own free loopback PORT. Like systemd's Restart=always, an
+instance that exits is started again on the same port, so SIGTERM to one instance here is what
+`systemctl restart form-app@PORT` is on a server. http://127.0.0.1:$HTTP_PORT/ (8880 by default:
+`make run` has 8080) redirects to HTTPS and serves the ACME challenge folder. Both also listen on
+[::1] where the machine has IPv6. deploy/form-app.conf is used as it is, with its placeholders
+filled in and the two lines that depend on nginx's and OpenSSL's versions adapted to this
+machine's; only the top-level nginx.conf (pid, temp and log paths, foreground, connection limits)
+is this script's own. All servers run as children of this script; Ctrl-C or SIGTERM stops nginx
+(letting requests in flight finish), then the instances (which drain their own), and exits 0.
+Their files go in .run/proxy/, or in $RUN_DIR if set.
 """
 
 import grp
@@ -65,13 +69,20 @@ def certificate(folder: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def site_config(values: dict[str, str | None]) -> str:
-    """Return deploy/form-app.conf with each placeholder (@NAME@) replaced by its value; a line
-    whose placeholder's value is None is left out."""
+def site_config(values: dict[str, str | None], app_addresses: list[str]) -> str:
+    """Return deploy/form-app.conf with each placeholder (@NAME@) replaced by its value (a line
+    whose placeholder's value is None is left out), and the line that holds @APP_ADDRESS@ (the
+    upstream's `server`) written once for each instance."""
     text = SITE.read_text()
     placeholders = set(re.findall(r"@([A-Z_0-9]+)@", text))
-    if placeholders != values.keys():
+    if placeholders != {*values, "APP_ADDRESS"}:
         raise ValueError(f"{SITE} has placeholders {placeholders}, given {set(values)}")
+    text = re.sub(
+        r"^.*@APP_ADDRESS@.*$",
+        lambda line: "\n".join(line[0].replace("@APP_ADDRESS@", at) for at in app_addresses),
+        text,
+        flags=re.MULTILINE,
+    )
     for name, value in values.items():
         if value is None:
             text = re.sub(rf"^.*@{name}@.*\n", "", text, flags=re.MULTILINE)
@@ -110,32 +121,39 @@ def has_ipv6() -> bool:
         return False
 
 
-def write_config(folder: Path, port: int, app_port: int, http_port: int | None = None) -> Path:
+def write_config(
+    folder: Path,
+    port: int,
+    app_addresses: list[str],
+    http_port: int | None = None,
+    listen_host: str = "127.0.0.1",
+) -> Path:
     """Write nginx.conf (foreground, files in `folder`) around the site; return its path.
 
-    HTTPS on `port`, plain HTTP on `http_port` (a free one if not given), on 127.0.0.1 and ::1.
+    HTTPS on `port`, plain HTTP on `http_port` (a free one if not given), on `listen_host` and,
+    where the machine has IPv6, ::1; `app_addresses` are the instances' host:port.
     """
     cert, key = certificate(folder)
     http_port = http_port or servers.free_port()
     webroot = folder / "acme"  # certbot --webroot -w: the tokens go in .well-known/acme-challenge/
     (webroot / ".well-known" / "acme-challenge").mkdir(parents=True, exist_ok=True)
-    ipv6 = has_ipv6()
+    ipv6 = has_ipv6() and listen_host == "127.0.0.1"
     site = folder / "form-app.conf"
     text = site_config(
         {
-            "LISTEN": f"127.0.0.1:{port}",
+            "LISTEN": f"{listen_host}:{port}",
             "LISTEN_IPV6": f"[::1]:{port}" if ipv6 else None,
-            "HTTP_LISTEN": f"127.0.0.1:{http_port}",
+            "HTTP_LISTEN": f"{listen_host}:{http_port}",
             "HTTP_LISTEN_IPV6": f"[::1]:{http_port}" if ipv6 else None,
             "HTTPS_URL_PORT": "" if port == 443 else f":{port}",
             "ACME_WEBROOT": str(webroot),
             "SERVER_NAME": "localhost",
             "CERTIFICATE": str(cert),
             "CERTIFICATE_KEY": str(key),
-            "APP_PORT": str(app_port),
             "ERROR_PAGES": str(HERE / "errors"),
             "ACCESS_LOG": str(folder / "access.log"),
-        }
+        },
+        app_addresses,
     )
     site.write_text(for_versions(text, *versions(program("nginx"))))
     temp = folder / "temp"
@@ -175,10 +193,13 @@ http {{
     return config
 
 
-def start_nginx(config: Path) -> subprocess.Popen:
-    """Start nginx in the foreground with its configuration and files in the config's folder."""
+def start_nginx(config: Path, wrapper: tuple[str, ...] = ()) -> subprocess.Popen:
+    """Start nginx in the foreground with its configuration and files in the config's folder.
+
+    `wrapper` runs it through another command (the tests' `ip netns exec NAME`).
+    """
     prefix = f"{config.parent}/"
-    command = [program("nginx"), "-p", prefix, "-c", str(config), "-e", "stderr"]
+    command = [*wrapper, program("nginx"), "-p", prefix, "-c", str(config), "-e", "stderr"]
     return subprocess.Popen(command, process_group=0)
 
 
@@ -193,49 +214,129 @@ def until_listening(process: subprocess.Popen, port: int, stop: threading.Event)
     return False
 
 
+def instance_count() -> int:
+    """Return how many app instances to run: $WEB_CONCURRENCY, else one per CPU."""
+    count = os.environ.get("WEB_CONCURRENCY") or str(os.cpu_count() or 1)
+    if not (count.isascii() and count.isdigit() and 0 < int(count) <= 64):
+        sys.exit(f"WEB_CONCURRENCY must be a number of instances from 1 to 64, not {count!r}")
+    return int(count)
+
+
+# systemd's default start limit: an instance that exits this many times within this many seconds
+# is not started again (a port taken by someone else, an app that cannot start).
+START_LIMIT_BURST, START_LIMIT_SECONDS = 5, 10
+
+
+class Instances:
+    """The app's instances, each kept running on its own port as systemd's Restart=always does."""
+
+    def __init__(self, ports: list[int]):
+        self.ports = ports
+        self.running: dict[int, servers.Server] = {}
+        self.starts: dict[int, list[float]] = {port: [] for port in ports}
+        self.ready: dict[int, bool] = {}
+
+    def start(self, port: int):
+        """Start the instance for a port."""
+        self.starts[port].append(time.monotonic())
+        self.running[port] = servers.Server(servers.spawn_instance(port), "127.0.0.1", port)
+        self.ready[port] = False
+
+    def watch(self) -> bool:
+        """Start again each instance that exited, say when one listens; False past the limit."""
+        for port, instance in self.running.items():
+            status = instance.process.poll()
+            if status is not None:
+                recent = [
+                    t for t in self.starts[port] if t > time.monotonic() - START_LIMIT_SECONDS
+                ]
+                if len(recent) >= START_LIMIT_BURST:
+                    print(
+                        f"run_proxy: the instance on port {port} exited {len(recent)} times "
+                        f"within {START_LIMIT_SECONDS} s; not starting it again",
+                        file=sys.stderr,
+                    )
+                    return False
+                print(
+                    f"run_proxy: the instance on port {port} exited with {status}; "
+                    "starting it again"
+                )
+                self.start(port)
+            elif not self.ready[port] and servers.listens(instance.process.pid, port):
+                self.ready[port] = True
+                print(
+                    f"run_proxy: app instance on http://127.0.0.1:{port} "
+                    f"(pid {instance.process.pid})",
+                    flush=True,
+                )
+        return True
+
+    def stop(self) -> bool:
+        """Stop every instance at once (each drains its own); tell whether all exited 0."""
+        for instance in self.running.values():
+            if instance.process.poll() is None:
+                instance.process.send_signal(signal.SIGTERM)
+        return all(
+            [instance.stop(signal.SIGTERM, timeout=30) == 0 for instance in self.running.values()]
+        )
+
+
 def serve(
-    children: dict, port: int, app_port: int, config: Path, stop: threading.Event, http_port: int
+    children: dict,
+    instances: Instances,
+    port: int,
+    config: Path,
+    stop: threading.Event,
+    http_port: int,
 ) -> int:
-    """Start the app, then nginx in front of it, and watch both until told to stop."""
-    for busy in (port, http_port, app_port):
+    """Start the app's instances, then nginx in front of them, and watch them until told to stop."""
+    for busy in (port, http_port, *instances.ports):
         if servers.listening(busy):
             print(f"run_proxy: port {busy} is in use already", file=sys.stderr)
             return 1
-    app_environ = {"HOST": "127.0.0.1", "PORT": str(app_port)}
-    for name, start, listen in [
-        ("app", lambda: servers.spawn(servers.procfile_web_command(), app_environ), app_port),
-        ("nginx", lambda: start_nginx(config), port),
-    ]:
-        children[name] = servers.Server(start(), "127.0.0.1", listen)
-        if not until_listening(children[name].process, listen, stop):
+    for app_port in instances.ports:
+        instances.start(app_port)
+    for app_port, instance in instances.running.items():
+        if not until_listening(instance.process, app_port, stop):
             if stop.is_set():
                 return 0
-            print(f"run_proxy: {name} did not listen on port {listen}", file=sys.stderr)
+            print(f"run_proxy: the app did not listen on port {app_port}", file=sys.stderr)
             return 1
+    instances.watch()  # says where each listens
+    children["nginx"] = servers.Server(start_nginx(config), "127.0.0.1", port)
+    if not until_listening(children["nginx"].process, port, stop):
+        if stop.is_set():
+            return 0
+        print(f"run_proxy: nginx did not listen on port {port}", file=sys.stderr)
+        return 1
+    urls = " ".join(f"http://127.0.0.1:{app_port}" for app_port in instances.ports)
     print(
         f"Serving the form on https://127.0.0.1:{port}/ (nginx, self-signed certificate "
-        f"{config.parent / 'cert.pem'}) in front of the app on http://127.0.0.1:{app_port}; "
-        f"http://127.0.0.1:{http_port}/ redirects there; Ctrl-C stops both",
+        f"{config.parent / 'cert.pem'}) in front of {len(instances.ports)} app instance(s): "
+        f"{urls}; http://127.0.0.1:{http_port}/ redirects there; Ctrl-C stops them all",
         flush=True,
     )
-    while not stop.wait(0.2):
-        for name, child in children.items():
-            if child.process.poll() is not None:
-                print(f"run_proxy: {name} exited with {child.process.returncode}", file=sys.stderr)
-                return 1
+    while not stop.wait(0.05):
+        if children["nginx"].process.poll() is not None:
+            print(
+                f"run_proxy: nginx exited with {children['nginx'].process.returncode}",
+                file=sys.stderr,
+            )
+            return 1
+        if not instances.watch():
+            return 1
     return 0
 
 
-def stop_all(children: dict[str, servers.Server]) -> bool:
-    """Stop nginx, then the app; tell whether both exited 0."""
+def stop_all(children: dict[str, servers.Server], instances: Instances) -> bool:
+    """Stop nginx, then the instances; tell whether all exited 0."""
     statuses = []
     # nginx first, gracefully (SIGQUIT): it finishes the requests in flight, and no new ones
-    # reach the app while the app drains its own (SIGTERM, shutdown.py).
+    # reach the app while the instances drain their own (SIGTERM, shutdown.py).
     if "nginx" in children:
-        statuses.append(children["nginx"].stop(signal.SIGQUIT, timeout=15))
-    if "app" in children:
-        statuses.append(children["app"].stop(signal.SIGTERM, timeout=30))
-    return all(status == 0 for status in statuses)
+        statuses.append(children["nginx"].stop(signal.SIGQUIT, timeout=15) == 0)
+    statuses.append(instances.stop())
+    return all(statuses)
 
 
 def port_setting(name: str, default: str) -> int:
@@ -251,17 +352,19 @@ def main() -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal closed
         signal.signal(sig, lambda signum, frame: stop.set())
     port, http_port = port_setting("PORT", "8443"), port_setting("HTTP_PORT", "8880")
+    count = instance_count()
     folder = Path(os.environ.get("RUN_DIR", ROOT / ".run" / "proxy")).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    app_port = servers.free_port()
-    config = write_config(folder, port, app_port, http_port)
-    children: dict[str, subprocess.Popen] = {}
+    instances = Instances(servers.free_ports(count))
+    addresses = [f"127.0.0.1:{app_port}" for app_port in instances.ports]
+    config = write_config(folder, port, addresses, http_port)
+    children: dict[str, servers.Server] = {}
     try:
-        status = serve(children, port, app_port, config, stop, http_port)
+        status = serve(children, instances, port, config, stop, http_port)
     finally:
-        stopped = stop_all(children)
+        stopped = stop_all(children, instances)
     if not stopped:
-        print("run_proxy: nginx or the app did not stop cleanly", file=sys.stderr)
+        print("run_proxy: nginx or an app instance did not stop cleanly", file=sys.stderr)
     return status if stopped else 1
 
 

@@ -33,6 +33,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Return `count` different ports on `host` that nothing listens on."""
+    ports: list[int] = []
+    while len(ports) < count:
+        if (port := free_port(host)) not in ports:
+            ports.append(port)
+    return ports
+
+
 def listening(port: int, host: str = "127.0.0.1") -> bool:
     """Tell whether something accepts connections on host:port."""
     try:
@@ -40,6 +49,51 @@ def listening(port: int, host: str = "127.0.0.1") -> bool:
         return True
     except OSError:
         return False
+
+
+def descendants(pid: int) -> list[int]:
+    """Return the processes started by a process, and by those, and so on (Linux's /proc)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # bytes: a process may give itself a name that is not UTF-8 (it ends at the last ")")
+            fields = stat.read_bytes().rsplit(b")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # it ended while we looked
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, level = [], [pid]
+    while level:
+        level = [child for child, parent in parents.items() if parent in level]
+        found += level
+    return found
+
+
+def listens(pid: int, port: int) -> bool:
+    """Tell whether a process, or one it started, holds a socket listening on a TCP port.
+
+    Asked of the process itself, not of the port: a connection that succeeds may reach another
+    program on that port, which must not pass for ours having started.
+    """
+    inodes = set()
+    for table in ("tcp", "tcp6"):  # as the process's own network namespace sees them
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return False
+
+    def holds(owner: int) -> bool:
+        try:
+            return any(os.readlink(fd) in inodes for fd in Path(f"/proc/{owner}/fd").iterdir())
+        except (FileNotFoundError, ProcessLookupError, PermissionError):  # it ended meanwhile
+            return False
+
+    return holds(pid) or any(holds(child) for child in descendants(pid))
 
 
 @dataclass
@@ -71,9 +125,10 @@ class Server:
             return -signal.SIGKILL
 
 
-def spawn(command: str, environ: dict, out=None, cwd: Path = ROOT) -> subprocess.Popen:
+def spawn(command: str, environ: dict, log=None, cwd: Path = ROOT) -> subprocess.Popen:
     """Run a shell command in its own process group, the venv's bin first on its PATH, its
-    output to the file `out` (None: this process's stdout and stderr).
+    output to `log`: a file's path (appended to), a file open for writing, or None (this
+    process's stdout and stderr).
 
     Its own group: Ctrl-C in a terminal reaches only the parent, which stops its children in
     order. `environ` is laid over this process's environment; None there unsets a name.
@@ -82,21 +137,36 @@ def spawn(command: str, environ: dict, out=None, cwd: Path = ROOT) -> subprocess
     settings["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {name: value for name, value in settings.items() if value is not None}
     command = ["sh", "-c", f"exec {command}"]
-    return subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=out, process_group=0)
+    out = log.open("ab") if isinstance(log, Path) else log
+    try:
+        return subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=out, process_group=0)
+    finally:
+        if isinstance(log, Path):
+            out.close()
 
 
 def wait_until_listening(process: subprocess.Popen, port: int, timeout: float = 60) -> bool:
-    """Wait until `process` accepts connections on a loopback port; False if it exits first.
+    """Wait until `process` (or a child of it) listens on a port; False if it exits first.
 
     A server starts in well under a second; the timeout only ends a hang, and is long because a
     machine shared with other work can take many seconds to start Python.
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
-        if listening(port):
-            return process.poll() is None  # our child, not another process on the port
+        if listens(process.pid, port):
+            return True
         time.sleep(0.05)
     return False
+
+
+def instance_environ(port: int) -> dict[str, str]:
+    """Return what an app instance gets, as deploy/form-app@.service gives it: loopback, a port."""
+    return {"HOST": "127.0.0.1", "PORT": str(port)}
+
+
+def spawn_instance(port: int, log: Path | None = None) -> subprocess.Popen:
+    """Start one app instance as the systemd unit does: the Procfile's command, on a port."""
+    return spawn(procfile_web_command(), instance_environ(port), log)
 
 
 def start_server(
@@ -114,12 +184,13 @@ def start_server(
     port = int(settings.get("PORT") or 8080)
     if listening(port):
         raise RuntimeError(f"port {port} is in use already: {command!r} cannot listen there")
-    if log is None:
-        process = spawn(command, settings, None, cwd)
-    else:
-        with log.open("ab") as out:
-            process = spawn(command, settings, out, cwd)
-    if not wait_until_listening(process, port, timeout):
+    process = spawn(command, settings, log, cwd)
+    try:
+        ready = wait_until_listening(process, port, timeout)
+    except BaseException:  # never leave a server behind, whatever went wrong here
+        Server(process, "127.0.0.1", port, log).stop()
+        raise
+    if not ready:
         server = Server(process, "127.0.0.1", port, log)
         server.stop(signal.SIGKILL)
         raise RuntimeError(

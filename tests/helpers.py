@@ -1,5 +1,6 @@
 """Helpers for the tests: starting real servers, reading pages."""
 
+import dataclasses
 import os
 import re
 import resource
@@ -44,6 +45,15 @@ def field(name: str, value: bytes, headers: bytes = b"") -> bytes:
     """Return one multipart part for a form field (a `"` in its name %-encoded, as browsers do)."""
     quoted = name.encode("utf-8", "surrogatepass").replace(b'"', b"%22")
     return b'Content-Disposition: form-data; name="%s"\r\n%s\r\n%s' % (quoted, headers, value)
+
+
+def access_lines(output: str) -> list[list[str]]:
+    """Return the access-log lines in a server's output, as their fields: client, scheme,
+    method, path, status, duration."""
+    prefix = "INFO:access:"
+    return [
+        line.removeprefix(prefix).split() for line in output.splitlines() if line.startswith(prefix)
+    ]
 
 
 def result_line(res) -> str:
@@ -94,6 +104,8 @@ INSTALL_HINTS = {
     "wrk": "install the HTTP load generator with `apt-get install wrk`",
     "nginx": "install the reverse proxy with `apt-get install nginx-light`",
     "openssl": "install the TLS toolkit with `apt-get install openssl`",
+    "systemd-analyze": "install systemd's unit checker with `apt-get install systemd`",
+    "ip": "install the network tools with `apt-get install iproute2`",
 }
 
 
@@ -127,9 +139,14 @@ class Proxy:
 
     port: int  # nginx, on loopback
     run_dir: Path  # the certificate, nginx.conf, nginx's access log
-    app_port: int = 0  # Waitress, on loopback behind nginx
+    app_ports: list[int] = dataclasses.field(default_factory=list)  # the instances behind nginx
     server: Server | None = None  # deploy/run_proxy.py, with the app's and nginx's output
     http_port: int = 0  # nginx's plain HTTP: the ACME challenge and the redirect to HTTPS
+
+    @property
+    def app_port(self) -> int:
+        """The first instance's port: where a test talks to Waitress without nginx."""
+        return self.app_ports[0]
 
     @property
     def url(self) -> str:
@@ -169,19 +186,23 @@ def exchange(target: "Server | Proxy", data: bytes, source: str = "127.0.0.1") -
 PROXY_COMMAND = f"{shlex.quote(sys.executable)} -m deploy.run_proxy"
 
 
-def start_proxy(folder: Path, command: str = PROXY_COMMAND) -> Proxy:
-    """Run deploy/run_proxy.py as `make run-proxy` does, its files in `folder`; wait for it."""
+def start_proxy(folder: Path, command: str = PROXY_COMMAND, environ: dict | None = None) -> Proxy:
+    """Run deploy/run_proxy.py as `make run-proxy` does, its files in `folder`; wait for it.
+
+    `environ` may set WEB_CONCURRENCY, the number of app instances (default: one per CPU).
+    """
     require("nginx")
     require("openssl")
     run_dir = folder / "run"
     http_port = free_port()
-    environ = {"RUN_DIR": str(run_dir), "HTTP_PORT": str(http_port)}
+    environ = {"RUN_DIR": str(run_dir), "HTTP_PORT": str(http_port), **(environ or {})}
     server = start_server(command, folder / "proxy.log", environ=environ)
-    said = re.compile(r"in front of the app on http://127.0.0.1:(\d+)")
+    said = re.compile(r"in front of \d+ app instance\(s\): ([^;]+);")
     deadline = time.monotonic() + 5
     while not (found := said.search(server.output())):
         if time.monotonic() > deadline:
             server.stop()
             raise AssertionError(f"run_proxy.py did not say where it serves:\n{server.output()}")
         time.sleep(0.05)
-    return Proxy(server.port, run_dir, int(found[1]), server, http_port)
+    app_ports = [int(url.rsplit(":", 1)[1]) for url in found[1].split()]
+    return Proxy(server.port, run_dir, app_ports, server, http_port)

@@ -71,10 +71,11 @@ def test_every_target_answers_the_bench_with_200s(tmp_path, arguments):
 
 
 @pytest.mark.stress
-def test_a_short_proxy_run_measures_both_paths_without_errors():
-    stdout = run("bench/proxy.py", "--seconds=1", "--rounds=1")
+def test_a_short_proxy_run_measures_one_and_two_instances_without_errors():
+    stdout = run("bench/proxy.py", "--instances", "2", "--seconds=1", "--rounds=1")
     rows = [line.strip("|").split("|") for line in stdout.splitlines() if line.startswith("| ")]
     cells = {(row[0].strip(), row[1].strip()): row for row in rows[1:]}
-    assert set(cells) == {(path, method) for path in ("straight", "proxy") for method in METHODS}
+    assert set(cells) == {(count, method) for count in ("1", "2") for method in METHODS}
     for row in cells.values():
-        assert float(row[2]) > 0 and row[4].strip() == "0", stdout  # req/s, no errors
+        assert float(row[2]) > 0 and row[-1].strip() == "0", stdout  # req/s, no errors
+        assert float(row[5]) > 0 and float(row[6]) > 0, stdout  # app's and nginx's CPU

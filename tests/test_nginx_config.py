@@ -24,7 +24,7 @@ CLEAN = [
 def test_nginx_loads_the_shipped_site_without_a_warning(tmp_path):
     nginx = require("nginx")
     require("openssl")  # write_config makes the site's self-signed certificate
-    config = run_proxy.write_config(tmp_path, free_port(), app_port=free_port())
+    config = run_proxy.write_config(tmp_path, free_port(), [f"127.0.0.1:{free_port()}"])
     command = [nginx, "-t", "-p", f"{tmp_path}/", "-c", str(config), "-e", "stderr"]
     run = subprocess.run(command, capture_output=True, text=True, timeout=30)
     said = run.stderr.splitlines()

@@ -1,6 +1,8 @@
 """Running it: entry points, settings, health check, access log, working directory."""
 
+import json
 import os
+import re
 import runpy
 import shlex
 import socket
@@ -23,15 +25,37 @@ from deploy.servers import ROOT, procfile_web_command, start_server
 LISTEN = "${HOST:-0.0.0.0}:${PORT:?set PORT to the port to listen on}"  # the Procfile's address
 
 
-def test_the_procfile_and_app_py_use_the_same_server_settings():
-    options, _ = Adjustments.parse_args(shlex.split(procfile_web_command())[1:])
-    assert options.pop("listen").strip() == LISTEN
+def procfile_words(environ: dict) -> list[str]:
+    """Return the Procfile's command as the shell hands it to waitress-serve, in an environment."""
+    command = f"printf '%s\\0' {procfile_web_command()}"
+    env = {"PATH": os.environ["PATH"], "PORT": "8000", **environ}
+    out = subprocess.run(["sh", "-c", command], env=env, capture_output=True, check=True).stdout
+    return out.decode().split("\0")[:-1]
+
+
+def app_py_server(environ: dict) -> dict:
+    """Return app.SERVER as app.py builds it in an environment (in a process of its own)."""
+    code = "import app, json; print(json.dumps(app.SERVER, default=sorted))"
+    env = {name: value for name, value in os.environ.items() if name != "TRUSTED_PROXY"}
+    env.update(environ)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True)
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("environ", [{}, {"TRUSTED_PROXY": "10.0.0.1"}], ids=["default", "set"])
+def test_the_procfile_and_app_py_use_the_same_server_settings(environ):
+    assert f"--listen={LISTEN}" in shlex.split(procfile_web_command())
+    words = procfile_words({"HOST": "127.0.0.1", **environ})
+    options, _ = Adjustments.parse_args(words[1:])
+    assert options.pop("listen").strip() == "127.0.0.1:8000"
     assert options.pop("call") is False and options.pop("help") is False
-    assert set(options) == set(app.SERVER)
-    procfile, app_py = Adjustments(**options), Adjustments(**app.SERVER)
-    assert {name: getattr(procfile, name) for name in app.SERVER} == {
-        name: getattr(app_py, name) for name in app.SERVER
+    server = app_py_server(environ)
+    assert set(options) == set(server)
+    procfile, app_py = Adjustments(**options), Adjustments(**server)
+    assert {name: getattr(procfile, name) for name in server} == {
+        name: getattr(app_py, name) for name in server
     }
+    assert procfile.trusted_proxy == environ.get("TRUSTED_PROXY", "127.0.0.1")
 
 
 def test_a_hook_added_to_the_app_applies_to_every_route(testapp):
@@ -169,7 +193,7 @@ def test_the_procfile_without_port_fails_at_once_and_says_why():
 def test_idle_connections_are_closed_soon_after_the_channel_timeout(tmp_path):
     # With a 2 s timeout instead of 30, so the test is short; the Procfile's cleanup interval
     # decides how late past the timeout the close comes (Waitress's default made it 30 s late).
-    command = procfile_web_command().replace("--channel-timeout=30", "--channel-timeout=2")
+    command = re.sub(r"--channel-timeout=\d+", "--channel-timeout=2", procfile_web_command())
     server = start_server(command, tmp_path / "server.log")
     try:
         with socket.create_connection((server.host, server.port), timeout=15) as sock:

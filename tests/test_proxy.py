@@ -17,6 +17,7 @@ import webtest
 from bottle import FormsDict
 from helpers import (
     Proxy,
+    access_lines,
     encoded,
     fill,
     hobbies_shown,
@@ -27,8 +28,9 @@ from helpers import (
 
 import app
 import guards
+import shutdown
 from deploy import error_pages, run_proxy
-from deploy.servers import ROOT, Server, free_port
+from deploy.servers import ROOT, Server, descendants, free_port, free_ports
 
 SITE = ROOT / "deploy" / "form-app.conf"
 FORM = "application/x-www-form-urlencoded"
@@ -141,13 +143,7 @@ def app_log(proxy, path: str, timeout: float = 2) -> list[list[str]]:
     """Return the app's access-log lines for a path, as fields; wait a little for one to come."""
     deadline = time.monotonic() + timeout
     while True:
-        lines = proxy.server.output().splitlines()
-        access = [
-            line.removeprefix("INFO:access:").split()
-            for line in lines
-            if line.startswith("INFO:access:")
-        ]
-        found = [fields for fields in access if fields[3] == path]
+        found = [fields for fields in access_lines(proxy.server.output()) if fields[3] == path]
         if found or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
@@ -174,6 +170,13 @@ def test_nginx_sends_the_apps_security_headers_instead_of_the_apps_copies():
 def test_nginx_closes_idle_upstream_connections_before_waitress_does():
     [[timeout]] = site("keepalive_timeout", "upstream")
     assert int(timeout.removesuffix("s")) < app.SERVER["channel_timeout"]
+    # A draining instance waits for nginx to close them rather than cut them under it: nginx
+    # must do so well within the drain, or the drain's end cuts them after all.
+    assert int(timeout.removesuffix("s")) <= shutdown.DRAIN_SECONDS / 2
+
+
+def test_a_post_is_passed_to_another_instance_only_if_it_was_never_sent():
+    assert site("proxy_next_upstream", "location") == [["error", "timeout"]]  # no non_idempotent
 
 
 def test_nginx_error_pages_are_the_apps_error_template():
@@ -274,7 +277,8 @@ def test_nginx_502_page_when_the_app_is_down_has_the_apps_layout_and_headers(tmp
     require("nginx")
     require("openssl")
     port = free_port()
-    config = run_proxy.write_config(tmp_path, port, app_port=free_port())  # no app there
+    nothing_there = [f"127.0.0.1:{app_port}" for app_port in free_ports(2)]
+    config = run_proxy.write_config(tmp_path, port, nothing_there)
     nginx = run_proxy.start_nginx(config)
     try:
         assert run_proxy.until_listening(nginx, port, threading.Event())
@@ -423,22 +427,6 @@ def alive(pid: int) -> bool:
         return False
 
 
-def descendants(pid: int) -> list[int]:
-    """Return the processes started by a process, and by those, and so on."""
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # it ended while we looked
-        parents[int(stat.parent.name)] = int(fields[1])
-    found, level = [], [pid]
-    while level:
-        level = [child for child, parent in parents.items() if parent in level]
-        found += level
-    return found
-
-
 @pytest.mark.parametrize(
     "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["Ctrl-C", "SIGTERM", "hang-up"]
 )
@@ -447,6 +435,6 @@ def test_run_proxy_stops_nginx_and_the_app_and_exits_0(tmp_path, sig):
     assert f"Serving the form on {running.url}/ " in running.server.output()
     assert request(running, "GET", "/healthz").body == b"ok\n"
     children = descendants(running.server.process.pid)
-    assert len(children) == 3  # the app, nginx's master process and its worker
+    assert len(children) == len(running.app_ports) + 2  # the app's, nginx's master and worker
     assert running.server.stop(sig) == 0, running.server.output()
     assert [pid for pid in children if alive(pid)] == []
