@@ -24,6 +24,9 @@ from urllib.parse import quote
 FORMAT = logging.BASIC_FORMAT  # LEVEL:logger:message, the format waitress-serve's users know
 QUEUE_LINES = 10_000  # lines held while the stream stalls (a few MB at most), then dropped
 QUIET = 10.0  # seconds between two of Waitress's task-queue warnings
+# The writer thread wakes at most this often. Woken for every line, it took the interpreter lock
+# from the requests' threads so often that Waitress served 40% fewer GETs (docs/benchmark.md).
+BATCH_SECONDS = 0.1
 
 ACCESS = logging.getLogger("access")
 APP = logging.getLogger("app")
@@ -82,10 +85,12 @@ class LineWriter(logging.Handler):
             self.lost.add()
 
     def write_queued(self) -> None:
-        """Write the queued lines as they come, until the end mark (None): the writer thread."""
+        """Write the queued lines, those of a tenth of a second at a time, until the end mark
+        (None): the writer thread."""
         done = False
         while not done:
             lines = [self.lines.get()]
+            time.sleep(BATCH_SECONDS)  # and let the lines that follow it queue up behind it
             while not self.lines.empty():  # this thread alone takes from the queue
                 lines.append(self.lines.get_nowait())
             if None in lines:
