@@ -19,12 +19,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # The repository, not bench/, first: there `bench` would be bench/bench.py, not the package.
-sys.path[:1] = [str(ROOT), str(ROOT / "tests")]
-from helpers import start_proxy  # noqa: E402
+sys.path[:1] = [str(ROOT)]
 
-from bench.bench import WRK_SCRIPT, cpu_ns, machine, table  # noqa: E402
-from bench.floor import FORM  # noqa: E402
-from deploy.servers import descendants  # noqa: E402
+from bench.bench import WRK_SCRIPT, cpu_ns, form_body, machine, table  # noqa: E402
+from deploy.servers import descendants, start_proxy  # noqa: E402
 
 METHODS = ["GET", "POST"]
 CONNECTIONS = 16
@@ -49,7 +47,7 @@ def wrk(proxy, method: str, seconds: int) -> dict:
     """Load the proxy with wrk; return its results and the server CPU per request (µs)."""
     command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "5s"]
     command += ["-s", str(WRK_SCRIPT), proxy.url + "/"]
-    env = {**os.environ, **({"BENCH_POST": FORM.decode()} if method == "POST" else {})}
+    env = {**os.environ, **({"BENCH_POST": form_body()} if method == "POST" else {})}
     before = server_cpu_ns(proxy.server.process.pid)
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
     after = server_cpu_ns(proxy.server.process.pid)

@@ -5,9 +5,13 @@ the benchmark alike, so that each starts a server the same way (the Procfile's c
 Nothing here is about the form; it only runs commands and waits for ports.
 """
 
+import dataclasses
 import os
+import re
+import shlex
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -198,3 +202,59 @@ def start_server(
             f"(exit status {process.returncode}):\n{server.output()}"
         )
     return Server(process, "127.0.0.1", port, log)
+
+
+@dataclass
+class Proxy:
+    """nginx from deploy/ in front of the app, as `make run-proxy` serves it."""
+
+    port: int  # nginx, on loopback
+    run_dir: Path  # the certificate, nginx.conf, nginx's access log
+    app_ports: list[int] = dataclasses.field(default_factory=list)  # the instances behind nginx
+    server: Server | None = None  # deploy/run_proxy.py, with the app's and nginx's output
+    http_port: int = 0  # nginx's plain HTTP: the ACME challenge and the redirect to HTTPS
+
+    @property
+    def app_port(self) -> int:
+        """The first instance's port: where a test talks to Waitress without nginx."""
+        return self.app_ports[0]
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def certificate(self) -> Path:
+        return self.run_dir / "cert.pem"
+
+    def tls(self) -> ssl.SSLContext:
+        """Return a client TLS context that trusts the proxy's self-signed certificate."""
+        return ssl.create_default_context(cafile=self.certificate)
+
+    def connect(self, source: str = "127.0.0.1", timeout: float = 5) -> ssl.SSLSocket:
+        """Open a TLS connection to nginx from a loopback address."""
+        sock = socket.create_connection(
+            ("127.0.0.1", self.port), timeout=timeout, source_address=(source, 0)
+        )
+        return self.tls().wrap_socket(sock, server_hostname="localhost")
+
+
+PROXY_COMMAND = f"{shlex.quote(sys.executable)} -m deploy.run_proxy"
+
+
+def start_proxy(folder: Path, environ: dict | None = None, command: str = PROXY_COMMAND) -> Proxy:
+    """Run deploy/run_proxy.py as `make run-proxy` does, its files in `folder`; wait until it
+    says where it serves. `environ` may set WEB_CONCURRENCY, the number of app instances."""
+    run_dir = folder / "run"
+    http_port = free_port()
+    environ = {"RUN_DIR": str(run_dir), "HTTP_PORT": str(http_port), **(environ or {})}
+    server = start_server(command, folder / "proxy.log", environ=environ)
+    said = re.compile(r"in front of \d+ app instance\(s\): ([^;]+);")
+    deadline = time.monotonic() + 5
+    while not (found := said.search(server.output())):
+        if time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"run_proxy.py did not say where it serves:\n{server.output()}")
+        time.sleep(0.05)
+    app_ports = [int(url.rsplit(":", 1)[1]) for url in found[1].split()]
+    return Proxy(server.port, run_dir, app_ports, server, http_port)

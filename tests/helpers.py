@@ -1,13 +1,11 @@
 """Helpers for the tests: starting real servers, reading pages."""
 
-import dataclasses
+import http.client
 import os
-import re
 import resource
 import shlex
 import shutil
 import socket
-import ssl
 import sys
 import time
 from dataclasses import dataclass
@@ -19,7 +17,8 @@ import webtest.forms
 from bottle import FormsDict
 
 import app
-from deploy.servers import Server, free_port, procfile_web_command, start_server
+from deploy import servers
+from deploy.servers import ROOT, Proxy, Server, procfile_web_command
 
 SERVER_COMMANDS = {
     "procfile": procfile_web_command(),
@@ -133,39 +132,58 @@ def raise_open_file_limit(needed: int = 4096) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
 
 
+SITE = ROOT / "deploy" / "form-app.conf"  # the shipped nginx site
+
+
 @dataclass
-class Proxy:
-    """nginx from deploy/ in front of the app, as `make run-proxy` serves it."""
+class Answer:
+    """One HTTP response as the client received it."""
 
-    port: int  # nginx, on loopback
-    run_dir: Path  # the certificate, nginx.conf, nginx's access log
-    app_ports: list[int] = dataclasses.field(default_factory=list)  # the instances behind nginx
-    server: Server | None = None  # deploy/run_proxy.py, with the app's and nginx's output
-    http_port: int = 0  # nginx's plain HTTP: the ACME challenge and the redirect to HTTPS
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
 
-    @property
-    def app_port(self) -> int:
-        """The first instance's port: where a test talks to Waitress without nginx."""
-        return self.app_ports[0]
+    def values(self, name: str) -> list[str]:
+        return [value for key, value in self.headers if key.lower() == name.lower()]
 
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
 
-    @property
-    def certificate(self) -> Path:
-        return self.run_dir / "cert.pem"
+def answers(data: bytes) -> list[Answer]:
+    """Split what a server sent on one connection into its responses, interim ones included."""
+    found = []
+    while data:
+        head, blank, data = data.partition(b"\r\n\r\n")
+        assert blank, f"an unfinished response: {head[:200]!r}"
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = [tuple(part.strip() for part in line.split(":", 1)) for line in lines]
+        answer = Answer(int(status_line.split(" ")[1]), headers, b"")
+        assert answer.values("Transfer-Encoding") == []
+        length = int((answer.values("Content-Length") or ["0"])[0])
+        answer.body, data = data[:length], data[length:]
+        found.append(answer)
+    return found
 
-    def tls(self) -> ssl.SSLContext:
-        """Return a client TLS context that trusts the proxy's self-signed certificate."""
-        return ssl.create_default_context(cafile=self.certificate)
 
-    def connect(self, source: str = "127.0.0.1", timeout: float = 5) -> ssl.SSLSocket:
-        """Open a TLS connection to nginx from a loopback address."""
-        sock = socket.create_connection(
-            ("127.0.0.1", self.port), timeout=timeout, source_address=(source, 0)
-        )
-        return self.tls().wrap_socket(sock, server_hostname="localhost")
+def request(proxy, method: str, path: str, body: bytes | None = None, headers=None, timeout=5):
+    """Send one request to nginx over HTTPS; return its Answer."""
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", proxy.port, timeout=timeout, context=proxy.tls()
+    )
+    try:
+        conn.request(method, path, body, headers or {})
+        response = conn.getresponse()
+        return Answer(response.status, response.getheaders(), response.read())
+    finally:
+        conn.close()
+
+
+def app_log(proxy, path: str, timeout: float = 2) -> list[list[str]]:
+    """Return the app's access-log lines for a path, as fields; wait a little for one to come."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [fields for fields in access_lines(proxy.server.output()) if fields[3] == path]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
 
 
 def exchange(target: "Server | Proxy", data: bytes, source: str = "127.0.0.1") -> bytes:
@@ -183,26 +201,9 @@ def exchange(target: "Server | Proxy", data: bytes, source: str = "127.0.0.1") -
     return answer
 
 
-PROXY_COMMAND = f"{shlex.quote(sys.executable)} -m deploy.run_proxy"
-
-
-def start_proxy(folder: Path, command: str = PROXY_COMMAND, environ: dict | None = None) -> Proxy:
+def start_proxy(folder: Path, environ: dict | None = None) -> Proxy:
     """Run deploy/run_proxy.py as `make run-proxy` does, its files in `folder`; wait for it.
-
-    `environ` may set WEB_CONCURRENCY, the number of app instances (default: one per CPU).
-    """
+    Without nginx or openssl, skip (fail in CI)."""
     require("nginx")
     require("openssl")
-    run_dir = folder / "run"
-    http_port = free_port()
-    environ = {"RUN_DIR": str(run_dir), "HTTP_PORT": str(http_port), **(environ or {})}
-    server = start_server(command, folder / "proxy.log", environ=environ)
-    said = re.compile(r"in front of \d+ app instance\(s\): ([^;]+);")
-    deadline = time.monotonic() + 5
-    while not (found := said.search(server.output())):
-        if time.monotonic() > deadline:
-            server.stop()
-            raise AssertionError(f"run_proxy.py did not say where it serves:\n{server.output()}")
-        time.sleep(0.05)
-    app_ports = [int(url.rsplit(":", 1)[1]) for url in found[1].split()]
-    return Proxy(server.port, run_dir, app_ports, server, http_port)
+    return servers.start_proxy(folder, environ)

@@ -21,8 +21,17 @@ import h2.config
 import h2.connection
 import h2.events
 import pytest
-from helpers import encoded, raise_open_file_limit, require, start_proxy
-from test_proxy import SITE, answers, app_log, exchange, request
+from helpers import (
+    SITE,
+    answers,
+    app_log,
+    encoded,
+    exchange,
+    raise_open_file_limit,
+    request,
+    require,
+    start_proxy,
+)
 
 import app
 import guards

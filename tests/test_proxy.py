@@ -3,24 +3,27 @@
 The tests start it with deploy/run_proxy.py, as `make run-proxy` does, on free loopback ports.
 """
 
-import http.client
 import re
 import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import webtest
 from bottle import FormsDict
 from helpers import (
+    SITE,
+    URLENCODED,
     Proxy,
-    access_lines,
+    answers,
+    app_log,
     encoded,
+    exchange,
     fill,
     hobbies_shown,
+    request,
     require,
     result_line,
     start_proxy,
@@ -30,11 +33,7 @@ import app
 import guards
 import shutdown
 from deploy import error_pages, run_proxy
-from deploy.servers import ROOT, Server, descendants, free_port, free_ports
-
-SITE = ROOT / "deploy" / "form-app.conf"
-FORM = "application/x-www-form-urlencoded"
-
+from deploy.servers import Server, descendants, free_port, free_ports
 
 # nginx's configuration syntax, as far as deploy/form-app.conf uses it.
 TOKEN = re.compile(
@@ -76,77 +75,16 @@ def site(name: str, block: str) -> list[list[str]]:
     ]
 
 
-@dataclass
-class Answer:
-    """One HTTP response as the client received it."""
-
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def values(self, name: str) -> list[str]:
-        return [value for key, value in self.headers if key.lower() == name.lower()]
-
-
-def answers(data: bytes) -> list[Answer]:
-    """Split what a server sent on one connection into its responses, interim ones included."""
-    found = []
-    while data:
-        head, blank, data = data.partition(b"\r\n\r\n")
-        assert blank, f"an unfinished response: {head[:200]!r}"
-        status_line, *lines = head.decode("latin-1").split("\r\n")
-        headers = [tuple(part.strip() for part in line.split(":", 1)) for line in lines]
-        answer = Answer(int(status_line.split(" ")[1]), headers, b"")
-        assert answer.values("Transfer-Encoding") == []
-        length = int((answer.values("Content-Length") or ["0"])[0])
-        answer.body, data = data[:length], data[length:]
-        found.append(answer)
-    return found
-
-
-def exchange(proxy, data: bytes, source: str = "127.0.0.1") -> bytes:
-    """Send raw bytes to nginx over TLS; return all it sends until it closes the connection."""
-    with proxy.connect(source) as sock:
-        sock.sendall(data)
-        received = b""
-        while chunk := sock.recv(65536):  # a TimeoutError here: nginx kept the connection open
-            received += chunk
-    return received
-
-
 def nginx_log(proxy, path: str) -> list[str]:
     """Return nginx's access-log lines for a path."""
     log = (proxy.run_dir / "access.log").read_text()
     return [line for line in log.splitlines() if f'{path}"' in line]
 
 
-def request(proxy, method: str, path: str, body: bytes | None = None, headers=None, timeout=5):
-    """Send one request to nginx over HTTPS; return its Answer."""
-    conn = http.client.HTTPSConnection(
-        "127.0.0.1", proxy.port, timeout=timeout, context=proxy.tls()
-    )
-    try:
-        conn.request(method, path, body, headers or {})
-        response = conn.getresponse()
-        return Answer(response.status, response.getheaders(), response.read())
-    finally:
-        conn.close()
-
-
 def assert_security_headers_once(headers: list[tuple[str, str]]):
     """Check that a response has each of the app's security headers, once, with its value."""
     for name, value in guards.SECURITY_HEADERS:
         assert [v for key, v in headers if key.lower() == name.lower()] == [value], name
-
-
-def app_log(proxy, path: str, timeout: float = 2) -> list[list[str]]:
-    """Return the app's access-log lines for a path, as fields; wait a little for one to come."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [fields for fields in access_lines(proxy.server.output()) if fields[3] == path]
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -217,8 +155,15 @@ def test_the_form_round_trip_through_the_proxy(proxyapp):
         ("GET", "/nowhere", b"", None, 404, app.ERROR_MESSAGES[404]),
         ("PUT", "/", b"", None, 405, app.ERROR_MESSAGES[405]),
         ("POST", "/", b"{}", "application/json", 415, app.ERROR_MESSAGES[415]),
-        ("POST", "/", encoded(age=["x"]), FORM, 422, app.validate(FormsDict(age="x"))[1]["age"]),
-        ("POST", "/", b"age=%FF", FORM, 400, app.ERROR_MESSAGES[400]),
+        (
+            "POST",
+            "/",
+            encoded(age=["x"]),
+            URLENCODED,
+            422,
+            app.validate(FormsDict(age="x"))[1]["age"],
+        ),
+        ("POST", "/", b"age=%FF", URLENCODED, 400, app.ERROR_MESSAGES[400]),
     ],
 )
 def test_the_apps_error_pages_come_through_with_each_header_once(
@@ -231,9 +176,12 @@ def test_the_apps_error_pages_come_through_with_each_header_once(
 
 def test_same_origin_posts_keep_the_port_in_host_and_cross_origin_ones_are_refused(proxy):
     body = encoded()
-    same = {"Content-Type": FORM, "Origin": proxy.url}  # http.client sends Host: 127.0.0.1:PORT
+    same = {
+        "Content-Type": URLENCODED,
+        "Origin": proxy.url,
+    }  # http.client sends Host: 127.0.0.1:PORT
     assert request(proxy, "POST", "/", body, same).status == 200
-    other = {"Content-Type": FORM, "Origin": "https://evil.example"}
+    other = {"Content-Type": URLENCODED, "Origin": "https://evil.example"}
     assert request(proxy, "POST", "/", body, other).status == 403
 
 
@@ -244,7 +192,7 @@ def test_the_largest_body_waitress_accepts_passes_through_nginx(proxy):
     body = encoded() + b"&pad="
     body += b"x" * (guards.MAX_BODY - 1 - len(body))
     assert len(body) == guards.MAX_BODY - 1
-    answer = request(proxy, "POST", "/", body, {"Content-Type": FORM})
+    answer = request(proxy, "POST", "/", body, {"Content-Type": URLENCODED})
     assert answer.status == 200
     assert f"Age: {app.EXAMPLE['age'][0]}".encode() in answer.body
 
@@ -257,7 +205,7 @@ def test_a_body_at_the_limit_gets_nginx_413_page_with_the_security_headers(proxy
     else:
         head = f"Content-Length: {len(body)}"
     path = f"/too-large-{framing}"
-    raw = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {FORM}\r\n{head}\r\n\r\n"
+    raw = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {URLENCODED}\r\n{head}\r\n\r\n"
     [answer] = answers(exchange(proxy, raw.encode() + body))
     assert answer.status == 413
     assert answer.body == (error_pages.ERRORS / "413.html").read_bytes()
