@@ -51,7 +51,9 @@ NONCHARACTERS = "".join(
 )
 NOT_TEXT = re.compile(f"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\ufdd0-\ufdef{NONCHARACTERS}]")
 # Multipart boundaries that Bottle reads exactly as we do (no quotes, commas or spaces).
-BOUNDARY = re.compile(r'[^\s",;\\]{1,70}', re.ASCII)
+# Printable ASCII only: Bottle strips Unicode white space (\x1c-\x1f, \x85, \xa0) off the
+# boundary that it reads, which \s with re.ASCII does not match.
+BOUNDARY = re.compile(r"[!#-+\--:<-\[\]-~]{1,70}")
 FILE_NAME = re.compile(r";\s*filename", re.IGNORECASE)  # filename= or filename*=: a file
 
 
@@ -118,7 +120,10 @@ def content_type(header: str) -> Message:
 
 def parameter(header: Message, name: str, default: str = "") -> str:
     """Return a parameter's value, unquoted, as it was sent (RFC 2231's name*= forms too)."""
-    return collapse_rfc2231_value(header.get_param(name, default))
+    try:
+        return collapse_rfc2231_value(header.get_param(name, default))
+    except UnicodeError:  # name*=idna''x: codecs that cannot decode with errors="replace"
+        return ""
 
 
 def read_form():
@@ -160,19 +165,26 @@ def check_parts(body: bytes, boundary: str) -> None:
     """Refuse a multipart body, before Bottle parses it, with too many parts, a file, or a part
     header other than Content-Disposition (a Content-Type could name another charset).
 
-    Header names are read as Bottle reads them (UTF-8, white space stripped, `_` as `-`), and the
-    body is split at every `--boundary`, where Bottle splits at some: nothing Bottle parses is
-    left unchecked. A header line that starts with white space is refused: Bottle joins it to
-    the header above (where it could add a filename) or, first in a part, strips it. Plain
-    splits, no regular expression over the body: the work stays linear.
+    Parts are counted at every `--boundary`, where Bottle splits at some, so the count is never
+    less than Bottle's. Headers are read line by line as Bottle reads them: a part starts at a
+    line that is the separator alone, its headers end at a blank line, names are UTF-8 with white
+    space stripped and `_` as `-`. A header line that starts with white space is refused: Bottle
+    joins it to the header above (where it could add a filename) or, first in a part, strips it.
+    Plain splits, no regular expression over the body: the work stays linear.
     """
-    parts = [part for part in body.split(b"--" + boundary.encode())[1:] if part[:2] != b"--"]
+    separator = b"--" + boundary.encode()
+    parts = [part for part in body.split(separator)[1:] if part[:2] != b"--"]
     if len(parts) > MAX_FIELDS:
         raise Refusal(413, TOO_MANY_FIELDS)
-    for part in parts:
-        for line in part.partition(b"\r\n\r\n")[0].split(b"\r\n")[1:]:  # [0]: the boundary line
-            if not line:
-                continue
+    in_headers = False
+    for line in body.split(b"\r\n"):  # as Bottle reads it: a part starts at a line that is
+        if line == separator + b"--":  # the separator alone, and the terminator ends the body
+            return
+        if line == separator:
+            in_headers = True
+        elif in_headers and not line.strip():  # a blank line ends the headers
+            in_headers = False
+        elif in_headers:
             if line[:1] in b" \t":  # folded: browsers never send it
                 abort(400)
             name, _, value = line.decode("utf-8", "replace").partition(":")

@@ -7,15 +7,18 @@ Run it from the project folder after changing views/error.tpl or app.ERROR_MESSA
 from pathlib import Path
 
 import app
+import guards
 
 ERRORS = Path(__file__).resolve().parent / "errors"
 
 # The statuses nginx answers with a page of its own (deploy/form-app.conf's error_page lines),
-# and what each says: the app's message where the app has one (a gateway failure is, to the
-# person filling the form, our fault), else one of nginx's own refusals, said here.
+# and what each says. nginx also shows its 400 and 413 pages in place of the app's, whose message
+# may be more particular (a bad %-escape, too many fields): so these two say what covers all.
+# A gateway failure is, to the person filling the form, our fault: the app's 500 message.
 MESSAGES = {
-    400: app.ERROR_MESSAGES[400],
-    413: app.ERROR_MESSAGES[413],
+    400: "The request could not be read. Send it from the form, as UTF-8 text.",
+    413: f"The submission is too large: it must be under {guards.MAX_BODY // 1024} KiB, with no "
+    "more fields than the form has.",
     414: "This address is too long: there is no page at an address this long.",
     429: "Too many requests from your address are in progress. Please try again in a moment.",
     431: "The request's headers are too large: send it from the form.",

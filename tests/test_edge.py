@@ -548,7 +548,7 @@ def test_idle_connections_and_slow_bodies_from_one_address_leave_room_for_anothe
             sock.close()
 
 
-def test_the_apps_own_400_and_413_get_nginx_pages_with_the_apps_general_message(proxy):
+def test_the_apps_own_400_and_413_get_nginx_pages_with_a_general_message(proxy):
     # The price of replacing Waitress's bare 400 (docs/security.md): the app's particular
     # messages for a bad %-escape or too many fields give way to its general one for the status.
     fields = "&".join(f"f{i}=x" for i in range(guards.MAX_FIELDS + 1)).encode()
@@ -556,4 +556,4 @@ def test_the_apps_own_400_and_413_get_nginx_pages_with_the_apps_general_message(
         answer = request(proxy, "POST", "/", body, {"Content-Type": FORM})
         assert answer.status == status
         assert_nginx_page(status, answer.headers, answer.body)
-        assert app.ERROR_MESSAGES[status].encode() in answer.body
+        assert error_pages.MESSAGES[status].encode() in answer.body

@@ -357,6 +357,43 @@ def status_of_post(**environ: str) -> str:
     return status
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        # Bottle strips Unicode white space off the boundary it reads: it would split at --a.
+        "multipart/form-data; boundary*=utf-8''a%1F",
+        "multipart/form-data; boundary*=utf-8''a%C2%85",
+        "multipart/form-data; boundary*=utf-8''a%C2%A0",
+    ],
+)
+def test_a_boundary_that_bottle_would_strip_is_400(testapp, content_type):
+    header = b"Content-Type: text/plain; charset=utf-16-le\r\n"
+    body = multipart(field("age", "34".encode("utf-16-le"), header), boundary="a")
+    res = post_raw(testapp, body, content_type, status=400)
+    assert_error_page(res, 400, "could not be read")
+
+
+@pytest.mark.parametrize(
+    "disposition",
+    [
+        b'form-data; name="age"; z=--zz--',  # the terminator inside a line ends nothing
+        b'form-data; name="age"; --zz; x=1',  # nor does the separator
+    ],
+)
+def test_a_boundary_inside_a_header_line_hides_nothing(testapp, disposition):
+    part = b"Content-Disposition: " + disposition + b"\r\n"
+    part += b"Content-Type: text/plain; charset=utf-16-le\r\n\r\n" + "34".encode("utf-16-le")
+    res = post_raw(testapp, multipart(part), "multipart/form-data; boundary=zz", status=400)
+    assert_error_page(res, 400, "could not be read")
+
+
+@pytest.mark.parametrize("parameter", ["charset*=idna''x", "charset*=undefined''x"])
+def test_a_parameter_in_a_codec_that_cannot_be_read_is_400_not_500(testapp, parameter):
+    content_type = f"application/x-www-form-urlencoded; {parameter}"
+    res = post_raw(testapp, encoded(), content_type, status=400)
+    assert_error_page(res, 400, "could not be read")
+
+
 def test_a_content_length_that_is_not_a_number_is_400():
     # Waitress refuses these itself; other servers may pass the header through as sent.
     status = status_of_post(CONTENT_LENGTH="12abc", CONTENT_TYPE=URLENCODED)

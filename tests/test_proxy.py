@@ -163,7 +163,7 @@ def test_the_form_round_trip_through_the_proxy(proxyapp):
             422,
             app.validate(FormsDict(age="x"))[1]["age"],
         ),
-        ("POST", "/", b"age=%FF", URLENCODED, 400, app.ERROR_MESSAGES[400]),
+        ("POST", "/", b"age=%FF", URLENCODED, 400, error_pages.MESSAGES[400]),  # nginx's page
     ],
 )
 def test_the_apps_error_pages_come_through_with_each_header_once(
