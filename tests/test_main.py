@@ -32,7 +32,7 @@ def run_main(monkeypatch, environ: dict[str, str], refusal: Exception | None = N
     ("environ", "host", "port"),
     [
         ({}, "127.0.0.1", 8080),
-        ({"HOST": "0.0.0.0", "PORT": "9000"}, "0.0.0.0", 9000),
+        ({"HOST": "127.0.0.2", "PORT": "9000"}, "127.0.0.2", 9000),
         ({"PORT": "1"}, "127.0.0.1", 1),
         ({"PORT": "65535"}, "127.0.0.1", 65535),
     ],
