@@ -208,6 +208,33 @@ def test_a_stalled_log_costs_lines_never_answers_and_says_so_later(testapp, monk
     assert lost > 0 and len(lines) - len(said) + lost == 50  # every line written or counted
 
 
+def test_the_queue_holds_its_limit_and_counts_the_rest():
+    writer = logs.LineWriter(io.StringIO())
+    logs.flush(writer)  # no writer thread: what is queued stays there
+    writer.limit = 2
+    for number in range(3):
+        writer.emit(logging.makeLogRecord({"msg": f"line {number}"}))
+    assert writer.lines.qsize() == 2
+    assert writer.lost.take() == 1
+
+
+def test_lines_that_cannot_be_written_are_counted_with_those_lost_before():
+    writer = logs.LineWriter(ClosedStream())
+    logs.flush(writer)
+    writer.lost.add(3)
+    writer.write(["INFO:app:a", "INFO:app:b"])
+    assert writer.lost.take() == 5  # the 3, and the 2 that failed now: not the warning line
+
+
+def test_the_writer_thread_ends_at_the_end_mark_and_never_holds_the_exit():
+    writer = logs.LineWriter(io.StringIO())
+    # A daemon: Python waits for other threads before atexit runs flush(), so a writer that
+    # was not one would hold the process for ever. Named, for a stack dump (py-spy, faulthandler).
+    assert writer.thread.daemon and writer.thread.name == "log writer"
+    logs.flush(writer)
+    assert not writer.thread.is_alive()
+
+
 def test_lost_lines_are_counted_before_the_next_line_written():
     stream = io.StringIO()
     writer = logs.LineWriter(stream)
