@@ -99,8 +99,10 @@ def render_form(values: dict, errors: dict) -> str:
 
 @functools.cache
 def empty_form() -> str:
-    """Render the form as nobody has filled it in (an empty submission's values)."""
-    return render_form(*validate(FormsDict()))
+    """Render the form as nobody has filled it in: an empty submission's values, and no errors,
+    as nothing was submitted (a required field would otherwise be flagged on arrival)."""
+    values, _ = validate(FormsDict())
+    return render_form(values, {})
 
 
 def render_error(status: str, message: str) -> str:

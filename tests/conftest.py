@@ -28,6 +28,13 @@ def testapp():
     return webtest.TestApp(app.application)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def quiet_log():
+    """The app's log, in-process, goes to a sink: `make test` stays silent when green, and a test
+    that reads the log takes the `log` fixture."""
+    logs.configure(io.StringIO())
+
+
 @pytest.fixture
 def log():
     """The app's log (logs.py), on a stream of the test's own: call it, once, for the lines."""
@@ -40,7 +47,7 @@ def log():
         return stream.getvalue().splitlines()
 
     yield lines
-    logs.configure()  # back to stderr
+    logs.configure(io.StringIO())  # back to a sink, as quiet_log set it
 
 
 @pytest.fixture(scope="session")

@@ -201,7 +201,7 @@ def test_a_stalled_log_costs_lines_never_answers_and_says_so_later(testapp, monk
         stream.flowing.set()
         logs.flush(listener)
     finally:
-        logs.configure()
+        logs.configure(io.StringIO())  # back to the tests' sink
     lines = stream.text.getvalue().splitlines()
     said = [line for line in lines if line.startswith("WARNING:logs:")]
     lost = sum(int(line.split(":")[2].split()[0]) for line in said)
@@ -266,7 +266,7 @@ def test_a_stalled_log_holds_the_exit_up_2_s_at_most(monkeypatch, queued):
         waited = time.monotonic() - started
     finally:
         stream.flowing.set()
-        logs.configure()
+        logs.configure(io.StringIO())  # back to the tests' sink
     assert 1.9 < waited < 2.9
 
 
@@ -282,7 +282,7 @@ def test_lines_still_queued_at_exit_are_written(monkeypatch):
         for function, *args in at_exit:
             function(*args)
     finally:
-        logs.configure()
+        logs.configure(io.StringIO())  # back to the tests' sink
     assert stream.text.getvalue().splitlines() == [f"INFO:app:line {n}" for n in range(3)]
 
 
@@ -294,7 +294,7 @@ def test_configuring_the_log_again_replaces_it():
         for listener in listeners:
             logs.flush(listener)
     finally:
-        logs.configure()
+        logs.configure(io.StringIO())  # back to the tests' sink
     assert stream.getvalue().splitlines() == ["INFO:app:once"]
 
 
@@ -343,7 +343,7 @@ def test_a_broken_or_closed_log_stream_does_not_fail_the_request(testapp, monkey
         logs.flush(listener)
     finally:
         monkeypatch.undo()
-        logs.configure()
+        logs.configure(io.StringIO())  # back to the tests' sink
 
 
 def request_over(sock: socket.socket, request: bytes) -> bytes:
