@@ -394,6 +394,16 @@ def test_a_parameter_in_a_codec_that_cannot_be_read_is_400_not_500(testapp, para
     assert_error_page(res, 400, "could not be read")
 
 
+@pytest.mark.parametrize("where", ["preamble", "epilogue"])
+def test_what_comes_before_the_first_boundary_or_after_the_last_is_not_read(testapp, where):
+    # RFC 2046's preamble and epilogue: Bottle ignores both, so the check reads neither.
+    form = multipart(field("age", b"34"))
+    unread = b"Content-Type: text/plain; charset=utf-7\r\n"
+    body = unread + form if where == "preamble" else form + b"--zz\r\n" + unread
+    res = post_raw(testapp, body, "multipart/form-data; boundary=zz")
+    assert "Age: 34 " in result_line(res)
+
+
 def test_a_content_length_that_is_not_a_number_is_400():
     # Waitress refuses these itself; other servers may pass the header through as sent.
     status = status_of_post(CONTENT_LENGTH="12abc", CONTENT_TYPE=URLENCODED)
