@@ -73,21 +73,21 @@ def descendants(pid: int) -> list[int]:
 
 
 def listens(pid: int, port: int) -> bool:
-    """Tell whether a process, or one it started, holds a socket listening on a TCP port.
+    """Tell whether a process, or one it started, holds a socket listening on a TCP port over
+    IPv4, where every server here listens (nginx on [::1] alone, its IPv4 port taken, is not).
 
     Asked of the process itself, not of the port: a connection that succeeds may reach another
     program on that port, which must not pass for ours having started.
     """
     inodes = set()
-    for table in ("tcp", "tcp6"):  # as the process's own network namespace sees them
-        try:
-            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
-        except (FileNotFoundError, ProcessLookupError):
-            return False
-        for line in lines:
-            fields = line.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
-                inodes.add(f"socket:[{fields[9]}]")
+    try:  # as the process's own network namespace sees it
+        lines = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    for line in lines:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+            inodes.add(f"socket:[{fields[9]}]")
     if not inodes:
         return False
 
@@ -246,9 +246,17 @@ def start_proxy(folder: Path, environ: dict | None = None, command: str = PROXY_
     """Run deploy/run_proxy.py as `make run-proxy` does, its files in `folder`; wait until it
     says where it serves. `environ` may set WEB_CONCURRENCY, the number of app instances."""
     run_dir = folder / "run"
-    http_port = free_port()
-    environ = {"RUN_DIR": str(run_dir), "HTTP_PORT": str(http_port), **(environ or {})}
-    server = start_server(command, folder / "proxy.log", environ=environ)
+    for attempt in range(3):
+        # Free ports are found before nginx binds them: on a busy machine another program may
+        # take one meanwhile. Then run_proxy stops and says so, and new ports are tried.
+        http_port = free_port()
+        settings = {"RUN_DIR": str(run_dir), "HTTP_PORT": str(http_port), **(environ or {})}
+        try:
+            server = start_server(command, folder / "proxy.log", environ=settings)
+            break
+        except RuntimeError as error:
+            if "in use" not in str(error) or attempt == 2:
+                raise
     said = re.compile(r"in front of \d+ app instance\(s\): ([^;]+);")
     deadline = time.monotonic() + 5
     while not (found := said.search(server.output())):
