@@ -22,7 +22,7 @@ import time
 from urllib.parse import quote
 
 FORMAT = logging.BASIC_FORMAT  # LEVEL:logger:message, the format waitress-serve's users know
-QUEUE_LINES = 10_000  # lines held while the stream stalls (a few MB at most), then dropped
+QUEUE_LINES = 10_000  # lines held while the stream stalls (a MB of access lines), then dropped
 QUIET = 10.0  # seconds between two of Waitress's task-queue warnings
 # The writer thread wakes at most this often. Woken for every line, it took the interpreter lock
 # from the requests' threads so often that Waitress served 40% fewer GETs (docs/benchmark.md).
@@ -179,6 +179,7 @@ def configure(stream=None) -> LineWriter:
     for handler in root.handlers[:]:
         if isinstance(handler, LineWriter):
             root.removeHandler(handler)
+            flush(handler)  # its queued lines written, its thread ended: not left waiting
     writer = LineWriter(stream or sys.stderr)
     root.addHandler(writer)
     root.setLevel(logging.INFO)
