@@ -32,26 +32,30 @@ audit: $(VENV)/.audit
 test: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/bandit -q -r . -x ./$(VENV),./.venv-debian13,./.venv-3.14,./.cache,./tests,./bench,./deploy
+	$(BIN)/bandit -q -r . -x ./$(VENV),./.venv-debian13,./.venv-3.14,./.cache,./mutants,./tests,./bench,./deploy
 	$(BIN)/bandit -q -r tests bench deploy -s B101,B404,B603,B607
 	$(BIN)/pytest $(PARALLEL)
 
 # The tests on Debian 13 (trixie), what an operator installs today: its Python 3.13, nginx 1.26
 # and systemd. Not the browser tests: they need Chromium, test the same pages, and run on the host
 # in `make test`; nor the lint, the same on any Python. Needs root (mmdebstrap, mount, chroot).
+# The stress tests run there too, after the others and one at a time, as `make stress` runs them.
 test-debian13: .venv-debian13/.dev
-	$(ROOTFS) run trixie .venv-debian13/bin/pytest --ignore=tests/browser $(PARALLEL)
+	$(ROOTFS) run trixie sh -c '$(call SUITE,.venv-debian13)'
 
 # The same tests on Python 3.14: Debian unstable's python3, with its nginx and systemd.
 test-3.14: .venv-3.14/.dev
-	$(ROOTFS) run sid .venv-3.14/bin/pytest --ignore=tests/browser $(PARALLEL)
+	$(ROOTFS) run sid sh -c '$(call SUITE,.venv-3.14)'
+
+SUITE = $(1)/bin/pytest --ignore=tests/browser $(PARALLEL) && $(1)/bin/pytest -m stress
 
 # PNGs of the page's four states for the docs, from the app served as in production.
 screenshots: $(VENV)/.dev
 	PYTHONPATH=.:tests $(BIN)/python tests/browser/screenshots.py docs/screenshots
 
-# The tests that load real servers for longer than `make test` should take: the abuse tests,
-# and the benchmarks for longer and at more connections than make test's one-second run.
+# The tests that take seconds each, too long for `make test`: abusive clients, restarts and a
+# crash under load, 1,700 connections at the edge, the audit's full scans, and the benchmarks
+# run briefly. One at a time, so that none loads the machine under another.
 stress: $(VENV)/.dev
 	$(BIN)/pytest -m stress
 

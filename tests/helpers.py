@@ -90,6 +90,19 @@ def fill(form: webtest.forms.Form, **changes) -> webtest.forms.Form:
     return form
 
 
+# The invalid submission the validation-error state shows: an age that is not a number.
+INVALID = {"age": ["thirty"], "hobbies": [next(iter(app.HOBBIES))]}
+
+# The four states of the page (tests/browser/pages.py reaches them in a browser), each as a
+# request: method, path, form, and the status it is answered with.
+PAGES = {
+    "empty-form": ("GET", "/", {}, 200),
+    "result": ("POST", "/", example(), 200),
+    "validation-error": ("POST", "/", example(**INVALID), 422),
+    "not-found": ("GET", "/no-such-page", {}, 404),
+}
+
+
 def hobbies_shown(hobbies: list[str]) -> str:
     """Return the result's hobbies part for these chosen values, as the page must show it."""
     labels = [label for value, label in app.HOBBIES.items() if value in hobbies]

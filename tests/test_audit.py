@@ -45,6 +45,7 @@ def run_audit(*args: str) -> tuple[int, dict[str, tuple[str, str]]]:
     return done.returncode, checks
 
 
+@pytest.mark.stress
 def test_every_check_passes_against_make_run_proxy(proxy):
     status, checks = run_audit(
         f"https://127.0.0.1:{proxy.port}/",
@@ -58,6 +59,7 @@ def test_every_check_passes_against_make_run_proxy(proxy):
     assert status == 0
 
 
+@pytest.mark.stress
 def test_the_edge_checks_fail_against_the_bare_procfile_server(servers):
     server = servers("procfile")
     status, checks = run_audit(f"{server.url}/")

@@ -478,6 +478,7 @@ def crowded_proxy(tmp_path_factory):
 SLOW_BODY_LENGTH = 1000
 
 
+@pytest.mark.stress
 def test_idle_connections_and_slow_bodies_from_one_address_leave_room_for_another(crowded_proxy):
     proxy = crowded_proxy
     head = (

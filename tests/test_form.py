@@ -6,7 +6,7 @@ so a change to the form changes app.py, not these tests.
 
 import bottle
 import pytest
-from helpers import example, fill, hobbies_shown, result_line
+from helpers import PAGES, example, fill, hobbies_shown, result_line
 
 import app
 import guards
@@ -131,6 +131,15 @@ def test_the_title_says_whether_the_form_has_errors(testapp):
     res = testapp.post("/", example(age=["x"]), status=422)
     assert res.html.title.get_text() == f"Error: {app.TITLE}"
     assert res.html.h1.get_text() == app.TITLE
+
+
+@pytest.mark.parametrize("state", PAGES)
+def test_every_page_has_a_language_a_title_one_h1_and_a_main_landmark(testapp, state):
+    method, path, form, status = PAGES[state]
+    res = testapp.post(path, form, status=status) if form else testapp.get(path, status=status)
+    assert res.html.html["lang"] == "en"
+    assert res.html.title.get_text().strip()
+    assert [len(res.html.find_all(tag)) for tag in ("h1", "main")] == [1, 1]
 
 
 def test_pages_render_whatever_the_working_directory(testapp, monkeypatch, tmp_path):

@@ -20,7 +20,7 @@ import guards
 DOCUMENTED_STATUSES = {200, 304, 400, 403, 404, 405, 413, 415, 422}  # as README lists them
 
 # `make test` runs 300 examples per property, to stay quick; `make fuzz` (FUZZ_PROFILE=deep)
-# many more, and CI runs that too.
+# runs 50,000, by hand: it takes minutes.
 settings.register_profile(
     "test",
     max_examples=300,

