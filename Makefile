@@ -67,9 +67,11 @@ mutation: $(VENV)/.dev
 	$(BIN)/mutmut run --max-children 2 || true
 	$(BIN)/mutmut results
 
-# The fuzz tests with many more examples than `make test` gives them.
+# The fuzz tests with many more examples per property than `make test`'s 100: 50,000, or
+# `make fuzz EXAMPLES=5000` (CI's).
+EXAMPLES ?= 50000
 fuzz: $(VENV)/.dev
-	FUZZ_PROFILE=deep $(BIN)/pytest tests/test_fuzz.py
+	FUZZ_EXAMPLES=$(EXAMPLES) $(BIN)/pytest $(PARALLEL) tests/test_fuzz.py
 
 # What one request costs the app on one core, against the floor, the seed and the same form in
 # Flask (bench/bench.py); it rewrites the table in docs/benchmark.md. Numbers, not pass/fail:

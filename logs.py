@@ -75,6 +75,7 @@ class LineWriter(logging.Handler):
         self.lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self.limit = QUEUE_LINES
         self.lost = Lost()
+        self.closing = threading.Event()  # flush() sets it: write what is queued, now
         self.thread = threading.Thread(target=self.write_queued, name="log writer", daemon=True)
         self.thread.start()
 
@@ -90,7 +91,7 @@ class LineWriter(logging.Handler):
         done = False
         while not done:
             lines = [self.lines.get()]
-            time.sleep(BATCH_SECONDS)  # and let the lines that follow it queue up behind it
+            self.closing.wait(BATCH_SECONDS)  # and let the lines that follow it queue up behind it
             while not self.lines.empty():  # this thread alone takes from the queue
                 lines.append(self.lines.get_nowait())
             if None in lines:
@@ -196,4 +197,5 @@ def flush(writer: LineWriter, timeout: float = 2.0) -> None:
     """Write the lines still queued and stop the writer thread, waiting no longer than `timeout`
     for a stalled stream (this runs at exit)."""
     writer.lines.put(None)  # the end mark, after what is queued
+    writer.closing.set()  # not waiting out the batch
     writer.thread.join(timeout)

@@ -286,6 +286,16 @@ def test_lines_still_queued_at_exit_are_written(monkeypatch):
     assert stream.text.getvalue().splitlines() == [f"INFO:app:line {n}" for n in range(3)]
 
 
+def test_flushing_writes_what_is_queued_without_waiting_out_the_batch(monkeypatch):
+    monkeypatch.setattr(logs, "BATCH_SECONDS", 60)  # were flush() to wait it out: 60 s
+    stream = io.StringIO()
+    writer = logs.LineWriter(stream)
+    writer.emit(logging.makeLogRecord({"msg": "queued"}))
+    logs.flush(writer, timeout=5)
+    assert not writer.thread.is_alive()
+    assert stream.getvalue().endswith(":queued\n")
+
+
 def test_configuring_the_log_again_replaces_it():
     stream = io.StringIO()
     listeners = [logs.configure(stream), logs.configure(stream)]
