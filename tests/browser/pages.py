@@ -44,9 +44,19 @@ class ConsoleWatch:
     def __init__(self, page: Page):
         self.messages: list[tuple[str, str]] = []  # (text, url)
         self.documents: set[tuple[str, str]] = set()  # (status, url) of each page loaded
+        self.page = page
         page.on("console", self._on_console)
-        page.on("pageerror", lambda error: self.messages.append((f"uncaught: {error}", page.url)))
+        page.on("pageerror", self._on_error)
         page.on("response", self._on_response)
+
+    def stop(self) -> None:
+        """Stop watching the page (another test goes on in it)."""
+        self.page.remove_listener("console", self._on_console)
+        self.page.remove_listener("pageerror", self._on_error)
+        self.page.remove_listener("response", self._on_response)
+
+    def _on_error(self, error) -> None:
+        self.messages.append((f"uncaught: {error}", self.page.url))
 
     def _on_console(self, message: ConsoleMessage) -> None:
         if message.type == "error":

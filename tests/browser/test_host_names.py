@@ -13,15 +13,6 @@ from pages import fill, submit
 import app
 
 
-@pytest.fixture
-def context(browser):
-    """A fresh browser context that accepts the proxy's self-signed certificate."""
-    context = browser.new_context(ignore_https_errors=True)
-    context.set_default_timeout(5000)
-    yield context
-    context.close()
-
-
 @pytest.mark.parametrize("way", ["https through nginx", "http straight to waitress"])
 def test_the_form_works_at_a_host_name(request, page, servers, way):
     if way.startswith("https"):
