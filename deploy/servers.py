@@ -79,7 +79,14 @@ def listens(pid: int, port: int) -> bool:
     Asked of the process itself, not of the port: a connection that succeeds may reach another
     program on that port, which must not pass for ours having started.
     """
-    inodes = set()
+    held = set()  # the sockets the process and its children hold, as their fds name them
+    for owner in [pid, *descendants(pid)]:
+        try:
+            held.update(os.readlink(fd) for fd in Path(f"/proc/{owner}/fd").iterdir())
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue  # it ended, or closed that fd, while we looked
+    if not any(link.startswith("socket:[") for link in held):
+        return False  # none yet: spare reading the whole TCP table, thousands of lines
     try:  # as the process's own network namespace sees it
         lines = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
     except (FileNotFoundError, ProcessLookupError):
@@ -87,17 +94,9 @@ def listens(pid: int, port: int) -> bool:
     for line in lines:
         fields = line.split()
         if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
-            inodes.add(f"socket:[{fields[9]}]")
-    if not inodes:
-        return False
-
-    def holds(owner: int) -> bool:
-        try:
-            return any(os.readlink(fd) in inodes for fd in Path(f"/proc/{owner}/fd").iterdir())
-        except (FileNotFoundError, ProcessLookupError, PermissionError):  # it ended meanwhile
-            return False
-
-    return holds(pid) or any(holds(child) for child in descendants(pid))
+            if f"socket:[{fields[9]}]" in held:
+                return True
+    return False
 
 
 @dataclass
