@@ -300,11 +300,13 @@ def test_configuring_the_log_again_replaces_it():
     stream = io.StringIO()
     listeners = [logs.configure(stream), logs.configure(stream)]
     try:
+        handlers = [h for h in logging.getLogger().handlers if isinstance(h, logs.LineWriter)]
         logs.APP.info("once")
         for listener in listeners:
             logs.flush(listener)
     finally:
         logs.configure(io.StringIO())  # back to the tests' sink
+    assert handlers == listeners[1:]  # the first is gone, not left to fill a queue nobody reads
     assert stream.getvalue().splitlines() == ["INFO:app:once"]
 
 
