@@ -80,10 +80,14 @@ class LineWriter(logging.Handler):
         self.thread.start()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self.lines.qsize() < self.limit:
-            self.lines.put(self.format(record))
-        else:  # the stream has stalled: count the line, never wait
+        if self.lines.qsize() >= self.limit:  # the stream has stalled: count the line, never wait
             self.lost.add()
+            return
+        try:
+            line = self.format(record)
+        except Exception:  # a log call's own mistake (its arguments): said, never raised
+            line = f"ERROR:logs:a {record.levelname} line from {record.name} could not be formatted"
+        self.lines.put(line)
 
     def write_queued(self) -> None:
         """Write the queued lines, those of a tenth of a second at a time, until the end mark
@@ -177,18 +181,19 @@ def configure(stream=None) -> LineWriter:
     Safe to call again: it replaces what an earlier call set up.
     """
     root = logging.getLogger()
-    for handler in root.handlers[:]:
-        if isinstance(handler, LineWriter):
-            root.removeHandler(handler)
-            flush(handler)  # its queued lines written, its thread ended: not left waiting
+    replaced = [handler for handler in root.handlers if isinstance(handler, LineWriter)]
     writer = LineWriter(stream or sys.stderr)
-    root.addHandler(writer)
+    # One swap, so that no line meanwhile finds no handler, or two.
+    root.handlers = [h for h in root.handlers if h not in replaced] + [writer]
+    for handler in replaced:
+        flush(handler)  # its queued lines written, its thread ended: not left waiting
     root.setLevel(logging.INFO)
     # What the format above does not show, not gathered for each record (logging HOWTO,
     # "Optimization"): the calling function's file and line, the thread, the process.
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.getLogger("waitress.queue").filters = [RareQueueWarnings()]
+    atexit.unregister(flush)  # the writers replaced are flushed already
     atexit.register(flush, writer)
     return writer
 

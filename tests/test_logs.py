@@ -301,6 +301,7 @@ def test_configuring_the_log_again_replaces_it():
     listeners = [logs.configure(stream), logs.configure(stream)]
     try:
         handlers = [h for h in logging.getLogger().handlers if isinstance(h, logs.LineWriter)]
+        assert not listeners[0].thread.is_alive()  # ended by the second call, not left waiting
         logs.APP.info("once")
         for listener in listeners:
             logs.flush(listener)
@@ -308,6 +309,33 @@ def test_configuring_the_log_again_replaces_it():
         logs.configure(io.StringIO())  # back to the tests' sink
     assert handlers == listeners[1:]  # the first is gone, not left to fill a queue nobody reads
     assert stream.getvalue().splitlines() == ["INFO:app:once"]
+
+
+def test_only_the_last_writer_is_flushed_at_exit(monkeypatch):
+    at_exit = []
+
+    def unregister(function):
+        at_exit[:] = [call for call in at_exit if call[0] is not function]
+
+    monkeypatch.setattr(atexit, "register", lambda *call: at_exit.append(call))
+    monkeypatch.setattr(atexit, "unregister", unregister)
+    try:
+        writers = [logs.configure(io.StringIO()) for _ in range(3)]
+        registered = list(at_exit)
+    finally:
+        logs.configure(io.StringIO())  # back to the tests' sink
+    assert registered == [(logs.flush, writers[-1])]  # the others were flushed when replaced
+
+
+def test_a_log_call_with_wrong_arguments_logs_that_and_raises_nothing():
+    stream = io.StringIO()
+    writer = logs.LineWriter(stream)
+    record = logging.getLogger("waitress").makeRecord(
+        "waitress", logging.WARNING, "x.py", 1, "%d connections", ("many",), None
+    )
+    writer.emit(record)  # as the logger calls it; pytest's own log handler would raise here
+    logs.flush(writer)
+    assert stream.getvalue() == "ERROR:logs:a WARNING line from waitress could not be formatted\n"
 
 
 # Bottle writes a traceback to wsgi.errors (logs.ERRORS) as one string; other code may write

@@ -298,6 +298,12 @@ def test_a_malformed_header_line_is_not_reflected(proxy, line, status):
     assert b"reflected" not in received
 
 
+def test_a_request_whose_lines_end_in_a_bare_lf_is_answered(proxy):
+    # Waitress never answers one (docs/security.md); nginx reads it and passes it on in CRLF.
+    raw = b"GET / HTTP/1.1\nHost: x\nConnection: close\n\n"
+    assert [answer.status for answer in answers(exchange(proxy, raw))] == [200]
+
+
 def test_idle_and_slow_loris_clients_do_not_lock_out_a_normal_client(proxy):
     stop = threading.Event()
     idle = [socket.create_connection(("127.0.0.1", proxy.port), timeout=5) for _ in range(500)]
