@@ -8,6 +8,10 @@ ROOTFS := .ci/rootfs
 # pytest on one process per core (pytest-xdist), each with its own servers and browser; worksteal
 # hands a worker that finishes early tests from the other's queue, as the fuzz tests run long.
 PARALLEL := -n auto --dist worksteal
+# The tests start some fifty Python processes: let Python keep their compiled modules in
+# __pycache__ (ignored by git) even where the environment says not to, which saves about 4 s
+# of each `make test`.
+export PYTHONDONTWRITEBYTECODE :=
 
 .PHONY: run run-proxy audit test test-debian13 test-3.14 stress fuzz mutation bench bench-proxy \
 	screenshots clean
