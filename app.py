@@ -81,7 +81,9 @@ def submit_form():
 def static(filename):
     """Serve the stylesheet and icon: revalidated on each use, so a deploy is seen at once."""
     request.environ.pop("HTTP_RANGE", None)  # small files, sent whole (Bottle mishandles ranges)
-    return static_file(filename, root=HERE / "static", headers={"Cache-Control": "no-cache"})
+    answer = static_file(filename, root=HERE / "static", headers={"Cache-Control": "no-cache"})
+    answer.headers.pop("Accept-Ranges", None)  # and not offered in parts
+    return answer
 
 
 @app.route("/healthz", method=["GET", "HEAD"])
