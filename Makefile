@@ -13,7 +13,7 @@ PARALLEL := -n auto --dist worksteal
 # of each `make test`.
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: run run-proxy audit test test-debian13 test-3.14 stress fuzz mutation bench bench-proxy \
+.PHONY: run run-proxy audit test test-debian13 test-3.14 test-systemd stress fuzz mutation bench bench-proxy \
 	screenshots clean
 
 run: $(VENV)/.runtime
@@ -50,6 +50,12 @@ test-debian13: .venv-debian13/.dev
 # The same tests on Python 3.14: Debian unstable's python3, with its nginx and systemd.
 test-3.14: .venv-3.14/.dev
 	$(ROOTFS) run sid sh -c '$(call SUITE,.venv-3.14)'
+
+# deploy/README.md followed as written on Debian 13 booted with systemd as PID 1, then load,
+# restarts, crashes, a certificate renewal (pebble) and reboots (tests/test_systemd.py). Needs root
+# (mmdebstrap, systemd-nspawn); a few minutes.
+test-systemd: $(VENV)/.dev
+	$(ROOTFS) boot trixie-systemd $(BIN)/pytest -p no:cacheprovider -m systemd tests/test_systemd.py
 
 SUITE = $(1)/bin/pytest --ignore=tests/browser $(PARALLEL) && $(1)/bin/pytest -m stress
 
