@@ -80,10 +80,28 @@ def submit_form():
 @app.route(r"/static/<filename:re:[a-z0-9-]+\.[a-z]+>", method=["GET", "HEAD"])
 def static(filename):
     """Serve the stylesheet and icon: revalidated on each use, so a deploy is seen at once."""
-    request.environ.pop("HTTP_RANGE", None)  # small files, sent whole (Bottle mishandles ranges)
+    environ = request.environ
+    environ.pop("HTTP_RANGE", None)  # small files, sent whole (Bottle mishandles ranges)
+    # Bottle sends its ETag unquoted and compares If-None-Match byte for byte, then falls back to
+    # If-Modified-Since, which must be ignored when If-None-Match is sent (RFC 9110 13.1.3):
+    # If-None-Match is decided here, on the quoted tag, instead.
+    if_none_match = environ.pop("HTTP_IF_NONE_MATCH", None)
+    if if_none_match is not None:
+        environ.pop("HTTP_IF_MODIFIED_SINCE", None)
     answer = static_file(filename, root=HERE / "static", headers={"Cache-Control": "no-cache"})
     answer.headers.pop("Accept-Ranges", None)  # and not offered in parts
+    if "ETag" in answer.headers:  # the file is there (not a 404)
+        etag = answer.headers["ETag"] = f'"{answer.headers["ETag"]}"'
+        if if_none_match is not None and names_tag(if_none_match, etag):
+            answer.status = 304  # Bottle sends a 304 without the body, and closes the file
     return answer
+
+
+def names_tag(if_none_match: str, etag: str) -> bool:
+    """Tell whether an If-None-Match header names this entity-tag: `*`, or a list holding it,
+    weak (`W/`) or not, as RFC 9110 13.1.2 compares them."""
+    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    return if_none_match.strip() == "*" or etag in tags
 
 
 @app.route("/healthz", method=["GET", "HEAD"])

@@ -180,7 +180,25 @@ def test_a_file_upload_is_400_not_dropped(testapp):
 
 @pytest.mark.parametrize(
     "disposition",
-    [b'name="age"; filename=""', b"name=age; filename*=UTF-8''a.txt", b'name="age";\tFILENAME=a'],
+    [
+        b'name="age"; filename=""',
+        b"name=age; filename*=UTF-8''a.txt",
+        b'name="age";\tFILENAME=a',
+        # Bottle unquotes a parameter's name as well as its value: a file to Bottle.
+        b'name="x";"filename"="a.bin"',
+        b'name="age";"FileName"="a.bin"',
+        b'name="age";" filename "=a.bin',
+        # With a space before the quote Bottle keeps the quotes, and reads a field: another
+        # reader may not, and the form takes no files, so it is refused all the same.
+        b'name="x"; "filename"="a.bin"',
+        b'name="age"; "FileName"="a.bin"',
+        b'name="age" ;  filename  =  "a.bin"',
+        b'name="age"; filename',  # a file named "" to Bottle
+        # RFC 2231's forms, which Bottle ignores but a browser or a later Bottle may not.
+        b"name=age; filename*0*=UTF-8''a; filename*1=.bin",
+        b'name="age"; "FILENAME*"="UTF-8\'\'a.bin"',
+        b'name="age", x; filename=a',  # Bottle reads the first value only: all are checked
+    ],
 )
 def test_any_file_name_makes_a_part_a_file(testapp, disposition):
     part = b"Content-Disposition: form-data; " + disposition + b"\r\n\r\n34"

@@ -105,6 +105,23 @@ def test_nginx_sends_the_apps_security_headers_instead_of_the_apps_copies():
     assert site("proxy_hide_header", "location") == [[name] for name, _ in guards.SECURITY_HEADERS]
 
 
+# What bounds a slow or idle client; port 80's defaults would hold one for 60 s and more.
+SLOW_CLIENT_LIMITS = [
+    "client_header_timeout",
+    "client_body_timeout",
+    "send_timeout",
+    "keepalive_timeout",
+    "limit_conn",
+    "limit_conn_status",
+]
+
+
+@pytest.mark.parametrize("name", SLOW_CLIENT_LIMITS)
+def test_port_80_bounds_slow_clients_as_https_does(name):
+    https, port_80 = site(name, "server")  # the two server blocks, in the file's order
+    assert port_80 == https
+
+
 def test_nginx_closes_idle_upstream_connections_before_waitress_does():
     [[timeout]] = site("keepalive_timeout", "upstream")
     assert int(timeout.removesuffix("s")) < app.SERVER["channel_timeout"]

@@ -1,5 +1,7 @@
 """The stylesheet and icon: served by the app itself, under the same security headers."""
 
+import re
+
 import pytest
 
 
@@ -24,14 +26,79 @@ def test_static_files_are_revalidated_so_a_deploy_is_seen_at_once(testapp):
     assert testapp.get("/static/style.css").headers["Cache-Control"] == "no-cache"
 
 
-def test_an_unchanged_stylesheet_is_not_sent_again(testapp):
+def test_the_etag_is_a_strong_quoted_entity_tag(testapp):
     etag = testapp.get("/static/style.css").headers["ETag"]
-    res = testapp.get("/static/style.css", headers={"If-None-Match": etag}, status=304)
+    assert re.fullmatch(r'"[!#-~]+"', etag)  # RFC 9110 8.8.3, not weak (no W/)
+
+
+# How a cache may name the tag it holds (RFC 9110 13.1.2): each one means "unchanged".
+@pytest.mark.parametrize(
+    "if_none_match",
+    [
+        "{etag}",
+        '"old", {etag}',
+        '"old",{etag} , "older"',
+        "W/{etag}",
+        '"old", W/{etag}',
+        "*",
+        " * ",
+    ],
+)
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_an_unchanged_stylesheet_is_not_sent_again(testapp, method, if_none_match):
+    etag = testapp.get("/static/style.css").headers["ETag"]
+    header = if_none_match.format(etag=etag)
+    res = testapp.request("/static/style.css", method=method, headers={"If-None-Match": header})
+    assert res.status_int == 304
+    assert res.headers["ETag"] == etag
     assert res.body == b""
+    assert "Content-Length" not in res.headers
 
 
-def test_a_changed_stylesheet_is_sent(testapp):
-    testapp.get("/static/style.css", headers={"If-None-Match": '"old"'}, status=200)
+# The old unquoted form of the tag, another tag, and headers that are not entity-tags at all:
+# each gets the file, even with an If-Modified-Since that alone would give a 304 (RFC 9110 13.1.3).
+@pytest.mark.parametrize(
+    "if_none_match",
+    [
+        '"old"',
+        'W/"old", "older"',
+        "{bare}",
+        'w/"{bare}"',
+        '"{bare}',
+        '{bare}"',
+        '"*"',
+        "",
+        ",",
+        "\x7f\xff",
+    ],
+)
+def test_a_changed_stylesheet_is_sent(testapp, if_none_match):
+    whole = testapp.get("/static/style.css")
+    header = if_none_match.format(bare=whole.headers["ETag"].strip('"'))
+    res = testapp.get(
+        "/static/style.css",
+        headers={"If-None-Match": header, "If-Modified-Since": whole.headers["Last-Modified"]},
+    )
+    assert res.status_int == 200
+    assert res.body == whole.body
+
+
+def test_a_stylesheet_not_modified_since_is_not_sent_again(testapp):
+    last_modified = testapp.get("/static/style.css").headers["Last-Modified"]
+    for method in ["GET", "HEAD"]:
+        res = testapp.request(
+            "/static/style.css", method=method, headers={"If-Modified-Since": last_modified}
+        )
+        assert res.status_int == 304
+        assert res.body == b""
+
+
+def test_a_head_request_gets_the_headers_of_a_get_without_the_body(testapp):
+    whole, head = testapp.get("/static/style.css"), testapp.head("/static/style.css")
+    assert head.body == b""
+    for name in ["Content-Type", "Content-Length", "ETag", "Last-Modified", "Cache-Control"]:
+        assert head.headers[name] == whole.headers[name]
+    assert int(head.headers["Content-Length"]) == len(whole.body)
 
 
 @pytest.mark.parametrize("value", ["items=0-1", "bytes=0-1", "bytes=9999-"])
