@@ -3,9 +3,11 @@
 
 For the shipped nginx (deploy/) and for a platform's router in front of the Procfile alike: TLS
 against Mozilla's intermediate profile (with sslyze), the certificate, the redirect from plain
-HTTP, HSTS and the app's security headers on the answers a server makes itself, the faults that
-Waitress has at the edge (docs/security.md, "Known limits"), a slow request head, and the form's
-own round trip. Each probe is sent once, with a time limit, a few at a time: never a load.
+HTTP, HTTP/2, HSTS and the app's security headers on the answers a server makes itself, the faults
+that Waitress has at the edge (docs/security.md, "Known limits"), slow and idle clients, the
+per-address limit, the client's address as the app gets it, and the form's own round trip. Each
+probe is sent once, with a time limit, a few at a time: never a load (the per-address limit's
+probe holds 33 requests open for a moment, alone, at the end).
 
 One line per check, `pass`, `FAIL` or `skip`, and what it saw; the exit status is 0 only when
 none failed. INSECURE=1 skips the certificate's trust (a self-signed one), not its name or dates.
@@ -48,6 +50,11 @@ HSTS_MIN_AGE = 63072000  # two years
 MIN_DAYS_LEFT = 7
 PROBE_TIMEOUT = 5  # seconds to wait for an answer to a probe
 SLOW_HEAD_LIMIT = 15  # a request head still being sent after this must have been cut off
+# An idle connection, or a body that stops coming, open after this was not cut off: the shipped
+# site's timeouts are 10 s (deploy/form-app.conf), Waitress's alone 95 s.
+IDLE_LIMIT = 15
+BODY_WAIT = 2  # seconds an unfinished body is left waiting for an answer that must not come yet
+PER_ADDRESS = 32  # requests in progress one address may have; the next gets 429 (limit_conn)
 SMUGGLED = b"GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n"
 FORM = "application/x-www-form-urlencoded"
 MARKER = "<script>audit-reflected</script>"
@@ -116,15 +123,16 @@ class Target:
             self.authority = f"[{self.host}]" + ("" if default else f":{self.port}")
         self.origin = f"{parts.scheme}://{self.authority}"
 
-    def connect(self, timeout: float = PROBE_TIMEOUT) -> socket.socket:
-        """Open a connection, over TLS for https:// (trust is the certificate check's job)."""
+    def connect(self, timeout: float = PROBE_TIMEOUT, alpn=("http/1.1",)) -> socket.socket:
+        """Open a connection, over TLS for https:// (trust is the certificate check's job),
+        offering the protocols in `alpn`."""
         sock = socket.create_connection((self.host, self.port), timeout=timeout)
         if not self.tls:
             return sock
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-        context.set_alpn_protocols(["http/1.1"])
+        context.set_alpn_protocols(list(alpn))
         name = None if is_address(self.host) else self.host
         return context.wrap_socket(sock, server_hostname=name)
 
@@ -158,6 +166,37 @@ class Target:
         if not finals:
             raise ConnectionError(f"no answer to {method} {path}")
         return finals[0]
+
+    def unfinished_post(self, headers=None) -> bytes:
+        """Return a POST of the form whose body is one byte short: the server waits for it."""
+        head = {
+            "Host": self.authority,
+            "Content-Type": FORM,
+            "Content-Length": "2",
+            **(headers or {}),
+        }
+        lines = "".join(f"{name}: {value}\r\n" for name, value in head.items())
+        return f"POST {self.path} HTTP/1.1\r\n{lines}\r\na".encode("latin-1")
+
+
+def closed_within(sock: socket.socket, limit: float) -> tuple[float | None, bytes]:
+    """Read until the server closes the connection; return how many seconds that took (None:
+    still open after `limit`) and what it sent meanwhile."""
+    started = time.monotonic()
+    received = b""
+    try:
+        while (left := limit - (time.monotonic() - started)) > 0:
+            sock.settimeout(left)
+            if not (chunk := sock.recv(65536)):
+                break
+            received += chunk
+        else:
+            return None, received
+    except TimeoutError:
+        return None, received
+    except OSError:
+        pass  # reset: closed
+    return time.monotonic() - started, received
 
 
 def is_address(host: str) -> bool:
@@ -363,6 +402,15 @@ def hsts_age(value: str) -> int:
     return -1
 
 
+def http2_check(target: Target) -> Check:
+    """Check that the TLS port offers HTTP/2 (ALPN), which browsers use when offered."""
+    if not target.tls:
+        return Check("http2", False, "no TLS: the URL is plain http://")
+    with target.connect(alpn=("h2", "http/1.1")) as sock:
+        chosen = sock.selected_alpn_protocol()
+    return Check("http2", chosen == "h2", f"offered h2 and http/1.1, the server chose {chosen}")
+
+
 def hsts_check(target: Target) -> Check:
     """Check the Strict-Transport-Security header on the form page."""
     if not target.tls:
@@ -458,8 +506,21 @@ def edge_checks(target: Target) -> list[Check]:
             + smuggled,
         ),
         refused_check(target, "http-1.1-without-host", b"GET / HTTP/1.1\r\n\r\n" + smuggled),
+        bare_lf_check(target),
         echo_check(target),
     ]
+
+
+def bare_lf_check(target: Target) -> Check:
+    """A request whose lines end in a bare LF gets an answer, 200 or 400 (RFC 9112 allows
+    either), where Waitress answers nothing and waits out its 95 s timeout."""
+    raw = f"GET {target.path} HTTP/1.1\nHost: {target.authority}\nConnection: close\n\n"
+    data, closed = target.exchange(raw.encode())
+    answers = parse_answers(data)
+    finals = [answer.status for answer in answers if answer.status >= 200]
+    passed = finals in ([200], [400]) and closed
+    saw = f"got {statuses(answers)}, connection " + ("closed" if closed else "kept open")
+    return Check("bare-lf", passed, saw + " (wanted 200 or 400, and the connection closed)")
 
 
 def echo_check(target: Target) -> Check:
@@ -495,6 +556,90 @@ def slow_head_check(target: Target) -> Check:
             said = statuses(parse_answers(got)) if got else "nothing"
             return Check("slow-head", True, f"cut off after {elapsed:.0f} s (answered {said})")
     return Check("slow-head", False, f"still open after {SLOW_HEAD_LIMIT} s")
+
+
+def idle_check(target: Target) -> Check:
+    """A connection that sends nothing must be closed within IDLE_LIMIT seconds: Waitress holds
+    one 95 s, and 1,000 of them lock everyone out (docs/security.md)."""
+    with target.connect() as sock:
+        elapsed, _ = closed_within(sock, IDLE_LIMIT)
+    if elapsed is None:
+        return Check("idle-connection", False, f"nothing sent, still open after {IDLE_LIMIT} s")
+    return Check("idle-connection", True, f"nothing sent, closed after {elapsed:.0f} s")
+
+
+def slow_body_check(target: Target) -> Check:
+    """A body that stops coming must be cut off within IDLE_LIMIT seconds."""
+    with target.connect() as sock:
+        sock.sendall(target.unfinished_post())
+        elapsed, got = closed_within(sock, IDLE_LIMIT)
+    said = statuses(parse_answers(got))
+    if elapsed is None:
+        return Check("slow-body", False, f"still open after {IDLE_LIMIT} s (answered {said})")
+    return Check("slow-body", True, f"cut off after {elapsed:.0f} s (answered {said})")
+
+
+def buffering_check(target: Target) -> Check:
+    """The edge reads a whole body before it passes the request on, so that no slow body holds
+    a connection to the app. Seen from outside: a request head Waitress refuses at once (a
+    control byte in a header) is answered only after its body is complete; an edge that streams
+    bodies passes the head on at once, and Waitress's 400 comes back while the body is not."""
+    with target.connect(timeout=BODY_WAIT) as sock:
+        sock.sendall(target.unfinished_post({"X-Audit": "a\x01b", "Connection": "close"}))
+        try:
+            early = sock.recv(65536)
+            said = f"answered {statuses(parse_answers(early))}" if early else "closed"
+            return Check("request-buffering", False, f"{said} before the body was complete")
+        except TimeoutError:
+            pass  # nothing yet, as it should be: send the rest
+        sock.sendall(b"a")
+        _, got = closed_within(sock, PROBE_TIMEOUT)
+    answers = parse_answers(got)
+    return Check(
+        "request-buffering",
+        bool(answers),
+        f"nothing for {BODY_WAIT} s while the body was unfinished, then {statuses(answers)}",
+    )
+
+
+def forwarded_for_check(target: Target) -> Check:
+    """The edge sets X-Forwarded-For itself, so that the app logs each client's own address, and
+    no client picks the address it is logged with. Seen from outside: a client's own header that
+    Waitress cannot read (an unfinished quote) gets 200 when the edge replaces it, and Waitress's
+    400 when the edge passes it on (Waitress believes it from the proxy). An edge that sets no
+    X-Forwarded-For and drops the client's looks from outside like one that sets it."""
+    answer = target.request("GET", target.path, headers={"X-Forwarded-For": '"audit'})
+    saw = f'X-Forwarded-For: "audit sent: {answer.status}'
+    if answer.status == 400:
+        saw += ", the app read the client's own header"
+    return Check("forwarded-for", answer.status == 200, saw + " (wanted 200)")
+
+
+def per_address_check(target: Target) -> Check:
+    """More than PER_ADDRESS requests in progress from one address: the next gets 429 at once,
+    so that one address cannot hold the connections every other client needs. Unfinished bodies
+    hold the requests; every connection is closed at the end."""
+    held: list[socket.socket] = []
+
+    def hold(_=None) -> socket.socket:
+        sock = target.connect(timeout=BODY_WAIT)
+        held.append(sock)
+        sock.sendall(target.unfinished_post())
+        return sock
+
+    try:
+        with ThreadPoolExecutor(8) as pool:  # a full share, a few connections at a time
+            list(pool.map(hold, range(PER_ADDRESS)))
+        last = hold()
+        try:  # it must be refused, whoever else from this address holds a share
+            answers = parse_answers(last.recv(65536))
+        except TimeoutError:
+            answers = []
+    finally:
+        for sock in held:
+            sock.close()
+    saw = f"{len(held)} unfinished requests at once, the last answered {statuses(answers)}"
+    return Check("per-address-limit", statuses(answers) == "429", saw + " (wanted 429)")
 
 
 def form_checks(target: Target) -> list[Check]:
@@ -535,18 +680,30 @@ def audit(url: str, http_url: str | None = None, insecure: bool = False) -> list
     target = Target(url)
     probes = [
         ("tls", lambda: tls_checks(target, insecure)),
+        ("http2", lambda: http2_check(target)),
         ("http-redirect", lambda: redirect_check(target, http_url)),
         ("hsts", lambda: hsts_check(target)),
         ("headers", lambda: page_checks(target)),
         ("edge", lambda: edge_checks(target)),
         ("slow-head", lambda: slow_head_check(target)),
+        ("idle-connection", lambda: idle_check(target)),
+        ("slow-body", lambda: slow_body_check(target)),
+        ("request-buffering", lambda: buffering_check(target)),
+        ("forwarded-for", lambda: forwarded_for_check(target)),
         ("form", lambda: form_checks(target)),
     ]
-    # A few at a time, so that the slow ones (the slow head, a probe that waits for an answer
-    # that never comes) run beside the others rather than after them.
+    # A few at a time, the slow and idle clients first, so that they run beside the others
+    # rather than after them; the answers in the order above.
+    slow = {"slow-head", "idle-connection", "slow-body"}
     with ThreadPoolExecutor(4) as pool:
-        results = pool.map(lambda probe: guarded(*probe), probes)
-        return [check for checks in results for check in checks]
+        running = {
+            name: pool.submit(guarded, name, probe)
+            for name, probe in sorted(probes, key=lambda probe: probe[0] not in slow)
+        }
+    results = [running[name].result() for name, _ in probes]
+    # Alone, after the others: while it holds a full share of requests, theirs would get 429.
+    results.append(guarded("per-address-limit", lambda: per_address_check(target)))
+    return [check for checks in results for check in checks]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,8 +104,9 @@ def versions(nginx: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
 def for_versions(site: str, nginx: tuple[int, ...], openssl: tuple[int, ...]) -> str:
     """Return the site adapted to older nginx and OpenSSL than the Debian 13 it is written for."""
     if nginx < (1, 25, 1):  # no `http2` directive: HTTP/2 is a parameter of listen
-        site = re.sub(r"^\s*http2 on;\n", "", site, flags=re.MULTILINE)
-        site = re.sub(r"^(\s*listen \S+ ssl);", r"\1 http2;", site, flags=re.MULTILINE)
+        site, http2 = re.subn(r"^\s*http2 on;\n", "", site, flags=re.MULTILINE)
+        if http2:  # a site without it gets no HTTP/2 here either
+            site = re.sub(r"^(\s*listen \S+ ssl);", r"\1 http2;", site, flags=re.MULTILINE)
     if openssl < (3, 5, 0):  # no post-quantum hybrid key exchange
         site = site.replace("ssl_ecdh_curve X25519MLKEM768:", "ssl_ecdh_curve ")
     return site

@@ -214,9 +214,11 @@ def exchange(target: "Server | Proxy", data: bytes, source: str = "127.0.0.1") -
     return answer
 
 
-def start_proxy(folder: Path, environ: dict | None = None) -> Proxy:
+def start_proxy(
+    folder: Path, environ: dict | None = None, command: str = servers.PROXY_COMMAND
+) -> Proxy:
     """Run deploy/run_proxy.py as `make run-proxy` does, its files in `folder`; wait for it.
     Without nginx or openssl, skip (fail in CI)."""
     require("nginx")
     require("openssl")
-    return servers.start_proxy(folder, environ)
+    return servers.start_proxy(folder, environ, command)

@@ -1,15 +1,20 @@
 """`make audit` (deploy/audit.py) against the two shapes the app is deployed in: nginx from deploy/
 as `make run-proxy` serves it, where every check passes, and the Procfile's Waitress alone, where
-the edge checks fail as docs/security.md says they must. Both started here, on loopback.
+the edge checks fail as docs/security.md says they must; and against the shipped site weakened one
+way at a time, where the check for that way fails. All started here, on loopback.
 """
 
+import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from helpers import SITE, start_proxy
 
 from deploy import audit
-from deploy.servers import ROOT
+from deploy.servers import ROOT, Proxy
 
 TLS = ["tls-protocols", "tls-ciphers", "tls-curves", "tls-session-tickets", "certificate"]
 # What a server in front of Waitress must answer itself (docs/security.md, "Known limits").
@@ -20,11 +25,40 @@ EDGE = [
     "content-length-and-chunked",
     "http-1.0-chunked",
     "http-1.1-without-host",
+    "bare-lf",
     "header-echo",
     "slow-head",
+    "idle-connection",
+    "slow-body",
+    "request-buffering",
+    "per-address-limit",
 ]
 APP = ["headers-200", "headers-404", "form-round-trip", "cross-site-post"]
-EVERY = [*TLS, "http-redirect", "hsts", *APP[:2], *EDGE, *APP[2:]]
+# In the order the audit prints them.
+EVERY = [
+    *TLS,
+    "http2",
+    "http-redirect",
+    "hsts",
+    "headers-200",
+    "headers-404",
+    "headers-413",
+    "headers-400",
+    "expect-100-continue",
+    "content-length-and-chunked",
+    "http-1.0-chunked",
+    "http-1.1-without-host",
+    "bare-lf",
+    "header-echo",
+    "slow-head",
+    "idle-connection",
+    "slow-body",
+    "request-buffering",
+    "forwarded-for",
+    "form-round-trip",
+    "cross-site-post",
+    "per-address-limit",
+]
 
 
 def run_audit(*args: str) -> tuple[int, dict[str, tuple[str, str]]]:
@@ -55,7 +89,7 @@ def test_every_check_passes_against_make_run_proxy(proxy):
     )
     failed = {name: saw for name, (verdict, saw) in checks.items() if verdict != "pass"}
     assert failed == {}
-    assert list(checks) == sorted(EVERY, key=EVERY.index)
+    assert list(checks) == EVERY
     assert status == 0
 
 
@@ -66,12 +100,80 @@ def test_the_edge_checks_fail_against_the_bare_procfile_server(servers):
     assert status == 1
     verdicts = {name: verdict for name, (verdict, _) in checks.items()}
     assert {name: verdicts[name] for name in EDGE} == dict.fromkeys(EDGE, "FAIL")
-    assert {name: verdicts[name] for name in TLS + ["hsts"]} == dict.fromkeys(
-        TLS + ["hsts"], "FAIL"
+    assert {name: verdicts[name] for name in TLS + ["http2", "hsts"]} == dict.fromkeys(
+        TLS + ["http2", "hsts"], "FAIL"
     )
     assert {name: verdicts[name] for name in APP} == dict.fromkeys(APP, "pass")  # the app is fine
     assert verdicts["http-redirect"] == "skip"
     assert checks["header-echo"][1] == "got 400, the header line echoed"
+    # Waitress believes X-Forwarded-For from 127.0.0.1 (TRUSTED_PROXY), which the audit is here.
+    assert verdicts["forwarded-for"] == "FAIL"
+
+
+# The shipped site weakened one way at a time: the line changed (a pattern, its replacement), and
+# the check that must then fail.
+WEAKENINGS = {
+    "limit_conn removed": (r"^\s*limit_conn form_app_per_address .*\n", "", "per-address-limit"),
+    "X-Forwarded-For not set": (
+        r"^\s*proxy_set_header X-Forwarded-For .*\n",
+        "",
+        "forwarded-for",
+    ),
+    "request buffering off": (
+        r"proxy_request_buffering on;",
+        "proxy_request_buffering off;",
+        "request-buffering",
+    ),
+    "HTTP/2 removed": (r"^\s*http2 on;\n", "", "http2"),
+    "95 s body timeout": (r"client_body_timeout 10s;", "client_body_timeout 95s;", "slow-body"),
+}
+# deploy/run_proxy.py with another site file in place of deploy/form-app.conf.
+RUN_PROXY_WITH_SITE = (
+    "import sys; from pathlib import Path; from deploy import run_proxy; "
+    "run_proxy.SITE = Path(sys.argv[1]); sys.exit(run_proxy.main())"
+)
+
+
+def start_weakened_proxy(folder: Path, pattern: str, replacement: str) -> Proxy:
+    """Serve the shipped site, each match of a pattern replaced, as `make run-proxy` serves it, in
+    front of one Procfile server."""
+    text, count = re.subn(pattern, replacement, SITE.read_text(), flags=re.MULTILINE)
+    assert count, f"no {pattern!r} in {SITE}"
+    site = folder / "weakened.conf"
+    site.write_text(text)
+    command = f"{shlex.quote(sys.executable)} -c {shlex.quote(RUN_PROXY_WITH_SITE)} {site}"
+    return start_proxy(folder, {"WEB_CONCURRENCY": "1"}, command)
+
+
+@pytest.mark.stress
+@pytest.mark.parametrize("weakening", list(WEAKENINGS))
+def test_each_weakening_of_the_site_fails_its_check_and_only_it(weakening, tmp_path):
+    pattern, replacement, check = WEAKENINGS[weakening]
+    proxy = start_weakened_proxy(tmp_path, pattern, replacement)
+    try:
+        status, checks = run_audit(
+            f"https://127.0.0.1:{proxy.port}/",
+            "--http-url",
+            f"http://127.0.0.1:{proxy.http_port}/",
+            "--insecure",
+        )
+    finally:
+        assert proxy.server.stop() == 0, proxy.server.output()
+    failed = {name: saw for name, (verdict, saw) in checks.items() if verdict != "pass"}
+    assert list(failed) == [check], failed
+    assert status == 1
+
+
+def test_the_quick_client_checks_pass_against_make_run_proxy(proxy):
+    target = audit.Target(f"https://127.0.0.1:{proxy.port}/")
+    checks = [
+        audit.http2_check(target),
+        audit.bare_lf_check(target),
+        audit.buffering_check(target),
+        audit.forwarded_for_check(target),
+        audit.per_address_check(target),
+    ]
+    assert {check.name: check.saw for check in checks if not check.passed} == {}
 
 
 def test_a_self_signed_certificate_fails_without_insecure(proxy):

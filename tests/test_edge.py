@@ -146,6 +146,11 @@ def test_the_site_is_adapted_to_older_nginx_and_openssl_only():
     assert "ssl_ecdh_curve X25519:prime256v1:secp384r1;" in old
 
 
+def test_a_site_without_http2_gets_none_on_older_nginx():
+    site = "server {\n    listen x ssl;\n}\n"  # no `http2 on;`, as tests/test_audit.py weakens it
+    assert run_proxy.for_versions(site, (1, 22, 1), (3, 0, 17)) == site
+
+
 # TLS: Mozilla's intermediate profile, as a client meets it.
 
 
