@@ -13,8 +13,8 @@ PARALLEL := -n auto --dist worksteal
 # of each `make test`.
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: run run-proxy audit test test-debian13 test-3.14 test-systemd stress fuzz mutation bench bench-proxy \
-	screenshots clean
+.PHONY: run run-proxy audit test fmt test-debian13 test-3.14 test-systemd stress fuzz mutation bench \
+	bench-proxy screenshots clean
 
 run: $(VENV)/.runtime
 	$(BIN)/python app.py
@@ -39,6 +39,11 @@ test: $(VENV)/.dev
 	$(BIN)/bandit -q -r . -x ./$(VENV),./.venv-debian13,./.venv-3.14,./.cache,./mutants,./tests,./bench,./deploy
 	$(BIN)/bandit -q -r tests bench deploy -s B101,B404,B603,B607
 	$(BIN)/pytest $(PARALLEL)
+
+# What make test's ruff would fail on, fixed where ruff can: its lint fixes, then its format.
+fmt: $(VENV)/.dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # The tests on Debian 13 (trixie), what an operator installs today: its Python 3.13, nginx 1.26
 # and systemd. Not the browser tests: they need Chromium, test the same pages, and run on the host

@@ -255,7 +255,7 @@ def test_nginx_502_page_when_the_app_is_down_has_the_apps_layout_and_headers(tmp
     assert_security_headers_once(answer.headers)
 
 
-# Waitress's edge faults (README, Known limits), each sent through nginx.
+# Waitress's edge faults (docs/security.md, "Known limits"), each sent through nginx.
 
 SMUGGLED = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 
