@@ -13,8 +13,8 @@ PARALLEL := -n auto --dist worksteal
 # of each `make test`.
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: run run-proxy audit test fmt test-debian13 test-3.14 test-systemd stress fuzz mutation bench \
-	bench-proxy screenshots clean
+.PHONY: run run-proxy audit test fmt test-bare test-debian13 test-3.14 test-systemd stress fuzz \
+	mutation bench bench-proxy screenshots clean
 
 run: $(VENV)/.runtime
 	$(BIN)/python app.py
@@ -44,6 +44,12 @@ test: $(VENV)/.dev
 fmt: $(VENV)/.dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# A newcomer's first `make test`, on Debian 12 with only Python, make and git (.ci/rootfs's bare
+# root filesystem), on a fresh clone of the committed files: it must pass, and sum up what it
+# skipped (the tests that need nginx, Chromium, Java, wrk) in one line (.ci/bare-check). Needs root.
+test-bare:
+	.ci/bare-check
 
 # The tests on Debian 13 (trixie), what an operator installs today: its Python 3.13, nginx 1.26
 # and systemd. Not the browser tests: they need Chromium, test the same pages, and run on the host
@@ -136,4 +142,5 @@ $(VENV)/.dev: requirements.txt requirements-audit.txt requirements-dev.txt
 # .ci/rootfs deletes the root filesystems, and refuses while one is in use or has mounts in it.
 clean:
 	if [ -d .cache/rootfs ]; then $(ROOTFS) clean; fi
-	rm -rf $(VENV) .venv-debian13 .venv-3.14 .pytest_cache .ruff_cache .hypothesis .run mutants
+	rm -rf $(VENV) .venv-debian13 .venv-3.14 .cache/bare .pytest_cache .ruff_cache .hypothesis .run \
+		mutants

@@ -15,7 +15,7 @@ import logging
 
 import pytest
 import webtest
-from helpers import SERVER_COMMANDS, raise_open_file_limit, start_proxy
+from helpers import SERVER_COMMANDS, raise_open_file_limit, skip_summary, start_proxy
 
 import app
 import logs
@@ -79,3 +79,11 @@ def proxy(tmp_path_factory):
     running = start_proxy(tmp_path_factory.mktemp("proxy"))
     yield running
     assert running.server.stop() == 0, running.server.output()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The skipped tests in one line, with what to install to run them: pytest's own list (-rs,
+    left out of addopts) gives a line per test, some fifty on a machine without nginx."""
+    reasons = [report.longrepr[2] for report in terminalreporter.stats.get("skipped", [])]
+    if line := skip_summary(reasons):
+        terminalreporter.write_line(line, yellow=True)

@@ -2,12 +2,14 @@
 
 import http.client
 import os
+import re
 import resource
 import shlex
 import shutil
 import socket
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
@@ -126,16 +128,45 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() not in ("", "0", "false")
 
 
+def skip_unless_ci(reason: str) -> None:
+    """Skip the test, but fail it in CI, where nothing may skip."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI is set: these checks must run, not skip)", pytrace=False)
+    pytest.skip(reason)
+
+
 def require(program: str) -> str:
-    """Return a program's path; without it skip, but fail in CI, where nothing may skip."""
+    """Return a program's path; without it skip, saying what to install (fail in CI). Every
+    test and fixture that runs a program from INSTALL_HINTS asks for it here first."""
     # Debian keeps nginx in /usr/sbin, which is not on a normal user's PATH.
     path = shutil.which(program, path=os.pathsep.join([os.environ["PATH"], "/usr/sbin", "/sbin"]))
     if path is None:
-        message = f"{program} not found: {INSTALL_HINTS[program]}"
-        if in_ci():
-            pytest.fail(f"{message} (CI is set: these checks must run, not skip)", pytrace=False)
-        pytest.skip(message)
+        skip_unless_ci(f"{program} not found: {INSTALL_HINTS[program]}")
     return path
+
+
+# The package a skip's reason says to install (each of INSTALL_HINTS names one).
+WANTED_PACKAGE = re.compile(r"not found: .*`apt-get install ([^`\s]+)`")
+
+
+def skip_summary(reasons: list[str]) -> str | None:
+    """Return one line for a run's skipped tests, from their reasons: how many, and the one
+    command that installs what they need (the package most of them need first)."""
+    wanted = Counter(found[1] for found in map(WANTED_PACKAGE.search, reasons) if found)
+    packages = sorted(wanted, key=lambda name: (-wanted[name], name))
+    others = len(reasons) - wanted.total()
+    parts = []
+    if wanted:
+        install = "apt-get install -y " + " ".join(packages)
+        parts.append(f"{tests(wanted.total())} skipped: to run them, {install}")
+    if others:
+        parts.append(f"{tests(others)} skipped for other reasons")
+    return "; ".join(parts) + " (`pytest -rs` lists why)" if parts else None
+
+
+def tests(count: int) -> str:
+    """Return "1 test" or "N tests"."""
+    return f"{count} test" if count == 1 else f"{count} tests"
 
 
 def raise_open_file_limit(needed: int = 4096) -> None:

@@ -16,7 +16,7 @@ import threading
 import time
 
 import pytest
-from helpers import encoded, start_proxy
+from helpers import encoded, require, start_proxy
 
 from deploy import servers
 
@@ -167,6 +167,8 @@ def test_a_crashed_instance_costs_at_most_the_posts_in_flight_on_it(two_instance
 
 
 def test_run_proxy_does_not_claim_a_port_another_program_holds(tmp_path):
+    require("nginx")  # run_proxy.py stops without them before it looks at the port
+    require("openssl")
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         log = tmp_path / "proxy.log"
