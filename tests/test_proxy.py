@@ -8,7 +8,6 @@ import signal
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import webtest
@@ -17,6 +16,7 @@ from helpers import (
     SITE,
     URLENCODED,
     Proxy,
+    alive,
     answers,
     app_log,
     encoded,
@@ -238,6 +238,34 @@ def test_nginx_502_page_when_the_app_is_down_has_the_apps_layout_and_headers(tmp
     assert_security_headers_once(answer.headers)
 
 
+def test_nginx_takes_a_hung_instance_out_of_the_rotation_after_one_timeout(tmp_path, servers):
+    require("nginx")
+    require("openssl")
+    live = servers("procfile")
+    # Hung as a stopped or deadlocked instance is: its kernel accepts connections into the
+    # listen backlog, and nothing ever reads them.
+    with socket.create_server(("127.0.0.1", 0)) as hung:
+        port = free_port()
+        instances = [f"127.0.0.1:{hung.getsockname()[1]}", f"127.0.0.1:{live.port}"]
+        config = run_proxy.write_config(tmp_path, port, instances)
+        nginx = run_proxy.start_nginx(config)
+        try:
+            assert run_proxy.until_listening(nginx, port, threading.Event())
+            proxy = Proxy(port, tmp_path)
+            # nginx's round robin sends one of the first two to the hung instance: that GET
+            # waits for proxy_read_timeout there, then gets its answer from the other, before
+            # the client gives up.
+            gets = [request(proxy, "GET", "/healthz", timeout=10).status for _ in range(2)]
+            # Then the hung one is out of the rotation (fail_timeout): a POST sent there would
+            # wait as long, and get a 504, since nginx does not send a POST twice.
+            headers = {"Content-Type": URLENCODED, "Origin": proxy.url}
+            posts = [request(proxy, "POST", "/", encoded(), headers).status for _ in range(4)]
+        finally:
+            assert Server(nginx, "127.0.0.1", port).stop(signal.SIGQUIT, timeout=10) == 0
+    assert gets == [200, 200]
+    assert posts == [200] * 4
+
+
 # Waitress's edge faults (README, Known limits), each sent through nginx.
 
 SMUGGLED = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -371,14 +399,6 @@ def test_nginx_logs_the_path_without_the_query_string(proxy):
 
 
 # make run-proxy's script itself.
-
-
-def alive(pid: int) -> bool:
-    """Tell whether a process exists and is not a zombie waiting to be reaped."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.mark.parametrize(
