@@ -18,7 +18,10 @@ is this script's own. All servers run as children of this script; Ctrl-C or SIGT
 Their files go in .run/proxy/, or in $RUN_DIR if set.
 """
 
+import atexit
+import functools
 import grp
+import logging
 import os
 import pwd
 import re
@@ -32,6 +35,7 @@ import threading
 import time
 from pathlib import Path
 
+import logs
 from deploy import servers
 
 HERE = Path(__file__).resolve().parent
@@ -197,13 +201,47 @@ http {{
 
 
 def start_nginx(config: Path, wrapper: tuple[str, ...] = ()) -> subprocess.Popen:
-    """Start nginx in the foreground with its configuration and files in the config's folder.
+    """Start nginx in the foreground with its configuration and files in the config's folder,
+    its error log forwarded to this process's stderr (forward_error_log).
 
     `wrapper` runs it through another command (the tests' `ip netns exec NAME`).
     """
     prefix = f"{config.parent}/"
     command = [*wrapper, program("nginx"), "-p", prefix, "-c", str(config), "-e", "stderr"]
-    return subprocess.Popen(command, process_group=0)
+    nginx = subprocess.Popen(command, stderr=subprocess.PIPE, process_group=0)
+    threading.Thread(
+        target=forward_error_log, args=(nginx.stderr,), name="nginx error log", daemon=True
+    ).start()
+    return nginx
+
+
+@functools.cache
+def error_log() -> logging.Logger:
+    """Return the logger that writes nginx's error lines to stderr, as nginx wrote them, through
+    the app's bounded queue and writer thread (logs.py)."""
+    writer = logs.LineWriter(sys.stderr)
+    writer.setFormatter(logs.OneLineFormatter("%(message)s"))
+    atexit.register(logs.flush, writer)
+    logger = logging.getLogger("nginx")
+    logger.addHandler(writer)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # only here, once
+    return logger
+
+
+def forward_error_log(pipe) -> None:
+    """Pass nginx's error lines on, never waiting for the stream they go to.
+
+    nginx writes its error log with blocking writes, from the worker that serves requests: to a
+    stderr nobody reads (a terminal paused with Ctrl-S, a pipe to a stalled reader) some 300
+    lines (a 413 logs one) would block the worker, and every client with it. So nginx writes to
+    a pipe that this thread always reads; logs.py queues each line for this process's stderr
+    and, while that stream stalls, counts and drops what does not fit.
+    """
+    logger = error_log()
+    with pipe:
+        for line in pipe:
+            logger.info(line.decode(errors="backslashreplace").rstrip("\n"))
 
 
 def until_listening(process: subprocess.Popen, port: int, stop: threading.Event) -> bool:

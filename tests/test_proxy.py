@@ -3,6 +3,8 @@
 The tests start it with deploy/run_proxy.py, as `make run-proxy` does, on free loopback ports.
 """
 
+import fcntl
+import os
 import re
 import signal
 import socket
@@ -33,7 +35,15 @@ import app
 import guards
 import shutdown
 from deploy import error_pages, run_proxy
-from deploy.servers import Server, descendants, free_port, free_ports
+from deploy.servers import (
+    PROXY_COMMAND,
+    Server,
+    descendants,
+    free_port,
+    free_ports,
+    spawn,
+    wait_until_listening,
+)
 
 # nginx's configuration syntax, as far as deploy/form-app.conf uses it.
 TOKEN = re.compile(
@@ -412,3 +422,50 @@ def test_run_proxy_stops_nginx_and_the_app_and_exits_0(tmp_path, sig):
     assert len(children) == len(running.app_ports) + 2  # the app's, nginx's master and worker
     assert running.server.stop(sig) == 0, running.server.output()
     assert [pid for pid in children if alive(pid)] == []
+
+
+def status_line(proxy, request: bytes) -> bytes:
+    """Send a request on a new connection and return its answer's status line, without waiting
+    for nginx to close the connection (after a 413 it waits 5 s for the body: lingering_timeout)."""
+    with proxy.connect() as sock:
+        sock.sendall(request)
+        answer = b""
+        while b"\r\n" not in answer and (chunk := sock.recv(65536)):
+            answer += chunk
+    return answer.split(b"\r\n", 1)[0]
+
+
+def test_run_proxy_answers_while_nobody_reads_its_output(tmp_path):
+    require("nginx")
+    require("openssl")
+    # A terminal that stalls: a pipe that holds 4 KiB (a page; 64 KiB by default), which some
+    # twenty of nginx's error lines fill, then writes to it block.
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    port, http_port = free_ports(2)
+    environ = {
+        "PORT": str(port),
+        "HTTP_PORT": str(http_port),
+        "RUN_DIR": str(tmp_path / "run"),
+        "WEB_CONCURRENCY": "1",
+    }
+    with os.fdopen(write_end, "wb") as out:
+        process = spawn(PROXY_COMMAND, environ, out)
+    try:
+        assert wait_until_listening(process, port)
+        proxy = Proxy(port, tmp_path / "run")
+        # A body over client_max_body_size: nginx answers 413 and logs an error line for each.
+        over = f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {guards.MAX_BODY * 2}\r\n\r\n"
+        statuses = [status_line(proxy, over.encode()) for _ in range(200)]
+        assert statuses == [b"HTTP/1.1 413 Request Entity Too Large"] * 200
+        assert request(proxy, "GET", "/healthz").body == b"ok\n"
+    finally:
+        # Read the output at last, so that everything queued can be written and all exit.
+        reader = threading.Thread(
+            target=lambda: [None for _ in iter(lambda: os.read(read_end, 65536), b"")]
+        )
+        reader.start()
+        process.terminate()
+        assert process.wait(30) == 0
+        reader.join(10)
+        os.close(read_end)
