@@ -204,6 +204,36 @@ def test_a_hung_instance_is_killed_and_restarted_and_costs_only_posts_sent_to_it
     assert back_in < run_proxy.WATCHDOG_SECONDS + 10
 
 
+@pytest.mark.stress
+def test_a_draining_instance_is_not_taken_for_a_hung_one(tmp_path):
+    running = start_proxy(tmp_path, environ={"WEB_CONCURRENCY": "1"})
+    port = running.app_port
+    pid = instance_pid(running, port)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        body = encoded()
+        conn.putrequest("POST", "/")
+        conn.putheader("Content-Type", FORM)
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        conn.send(body[:10])  # a body still arriving: the drain waits for it
+        time.sleep(0.2)  # let it reach the instance
+        os.kill(pid, signal.SIGTERM)
+        # The drain closes the listening socket, and the pings stop with it (notify.py); the
+        # instance said STOPPING=1, so it has the unit's TimeoutStopSec=, not the watchdog's 5 s.
+        time.sleep(run_proxy.WATCHDOG_SECONDS + 2)
+        assert alive(pid)
+        conn.send(body[10:])
+        assert conn.getresponse().status == 200
+        conn.close()
+        restarted(running, port, pid)
+    finally:
+        assert running.server.stop() == 0, running.server.output()
+    output = running.server.output()
+    assert "hangs" not in output
+    assert f"the instance on port {port} exited with 0; starting it again" in output
+
+
 def test_run_proxy_does_not_claim_a_port_another_program_holds(tmp_path):
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
