@@ -1,7 +1,8 @@
 """The form app: an age and some hobbies, validated and shown back, served by Waitress.
 
 This file is the app: the form, its rules, its routes, then the wiring. What guards requests
-(guards.py), the log (logs.py) and a graceful stop (shutdown.py) live beside it.
+(guards.py), the log (logs.py), a graceful stop (shutdown.py) and the service manager's
+notifications (notify.py) live beside it.
 """
 
 import functools
@@ -15,6 +16,7 @@ from bottle import FormsDict, request, response, static_file, template
 
 import guards
 import logs
+import notify
 import shutdown
 
 HERE = Path(__file__).resolve().parent
@@ -185,11 +187,13 @@ def error_page(error) -> str:
 app.default_error_handler = error_page
 
 # Start-up, as `python app.py` and `waitress-serve app:application` both import this module:
-# the log (one line an event, never blocking a request), and on SIGTERM, which platforms stop a
-# process with, finish the requests in flight first (shutdown.py).
+# the log (one line an event, never blocking a request); on SIGTERM, which platforms stop a
+# process with, finish the requests in flight first (shutdown.py); and under a service manager
+# (systemd, run_proxy.py), say when Waitress listens and that its loop still turns (notify.py).
 logs.configure()
 if threading.current_thread() is threading.main_thread():
     shutdown.install()
+notify.install()
 
 
 def main() -> None:

@@ -29,6 +29,8 @@ from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, MultiSocketServer
 from waitress.task import ErrorTask, WSGITask
 
+import notify
+
 DRAIN_SECONDS = 20  # then stop anyway: platforms kill a process 30 s after SIGTERM
 # SIGTERM is how platforms and systemd stop a process; SIGHUP is a closed terminal, SIGQUIT is
 # nginx's and gunicorn's graceful stop: none of them should lose a request. (There is no
@@ -93,6 +95,9 @@ class ClosingErrorTask(ErrorTask):
 
 def drain(server: BaseWSGIServer):
     """Stop accepting, answer what has arrived, then end Waitress's loop."""
+    # The service manager expects the exit now, not pings: the loop stops pinging once the
+    # listening sockets are closed (notify.py).
+    notify.stopping()
     # The process is stopping: every answer from now on, on any connection, closes it.
     HTTPChannel.task_class, HTTPChannel.error_task_class = ClosingTask, ClosingErrorTask
     socket_map = server._map  # every socket Waitress's loop watches: listeners, clients, trigger

@@ -6,8 +6,10 @@ certificate made on first use, and balances over $WEB_CONCURRENCY instances of t
 the number of CPUs), each started as deploy/form-app@.service starts it: the Procfile's web:
 command with HOST=127.0.0.1 and its own free loopback PORT. Like systemd's Restart=always, an
 instance that exits is started again on the same port, so SIGTERM to one instance here is what
-`systemctl restart form-app@PORT` is on a server. http://127.0.0.1:$HTTP_PORT/ (8880 by default:
-`make run` has 8080) redirects to HTTPS and serves the ACME challenge folder. Both also listen on
+`systemctl restart form-app@PORT` is on a server; like its WatchdogSec=, one that hangs (no
+WATCHDOG=1 on its $NOTIFY_SOCKET for WATCHDOG_SECONDS: notify.py) is killed and started again.
+http://127.0.0.1:$HTTP_PORT/ (8880 by default: `make run` has 8080) redirects to HTTPS and
+serves the ACME challenge folder. Both also listen on
 [::1] where the machine has IPv6. deploy/form-app.conf is used as it is, with its placeholders
 filled in and the two lines that depend on nginx's and OpenSSL's versions adapted to this
 machine's; only the top-level nginx.conf (pid, temp and log paths, foreground, connection limits)
@@ -16,7 +18,10 @@ is this script's own. All servers run as children of this script; Ctrl-C or SIGT
 Their files go in .run/proxy/, or in $RUN_DIR if set.
 """
 
+import atexit
+import functools
 import grp
+import logging
 import os
 import pwd
 import re
@@ -25,10 +30,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
+import logs
 from deploy import servers
 
 HERE = Path(__file__).resolve().parent
@@ -71,8 +78,8 @@ def certificate(folder: Path) -> tuple[Path, Path]:
 
 def site_config(values: dict[str, str | None], app_addresses: list[str]) -> str:
     """Return deploy/form-app.conf with each placeholder (@NAME@) replaced by its value (a line
-    whose placeholder's value is None is left out), and the line that holds @APP_ADDRESS@ (the
-    upstream's `server`) written once for each instance."""
+    whose placeholder's value is None is left out), and each line that holds @APP_ADDRESS@ (the
+    upstream's `server` lines) written once for each instance."""
     text = SITE.read_text()
     placeholders = set(re.findall(r"@([A-Z_0-9]+)@", text))
     if placeholders != {*values, "APP_ADDRESS"}:
@@ -195,13 +202,47 @@ http {{
 
 
 def start_nginx(config: Path, wrapper: tuple[str, ...] = ()) -> subprocess.Popen:
-    """Start nginx in the foreground with its configuration and files in the config's folder.
+    """Start nginx in the foreground with its configuration and files in the config's folder,
+    its error log forwarded to this process's stderr (forward_error_log).
 
     `wrapper` runs it through another command (the tests' `ip netns exec NAME`).
     """
     prefix = f"{config.parent}/"
     command = [*wrapper, program("nginx"), "-p", prefix, "-c", str(config), "-e", "stderr"]
-    return subprocess.Popen(command, process_group=0)
+    nginx = subprocess.Popen(command, stderr=subprocess.PIPE, process_group=0)
+    threading.Thread(
+        target=forward_error_log, args=(nginx.stderr,), name="nginx error log", daemon=True
+    ).start()
+    return nginx
+
+
+@functools.cache
+def error_log() -> logging.Logger:
+    """Return the logger that writes nginx's error lines to stderr, as nginx wrote them, through
+    the app's bounded queue and writer thread (logs.py)."""
+    writer = logs.LineWriter(sys.stderr)
+    writer.setFormatter(logs.OneLineFormatter("%(message)s"))
+    atexit.register(logs.flush, writer)
+    logger = logging.getLogger("nginx")
+    logger.addHandler(writer)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # only here, once
+    return logger
+
+
+def forward_error_log(pipe) -> None:
+    """Pass nginx's error lines on, never waiting for the stream they go to.
+
+    nginx writes its error log with blocking writes, from the worker that serves requests: to a
+    stderr nobody reads (a terminal paused with Ctrl-S, a pipe to a stalled reader) some 300
+    lines (a 413 logs one) would block the worker, and every client with it. So nginx writes to
+    a pipe that this thread always reads; logs.py queues each line for this process's stderr
+    and, while that stream stalls, counts and drops what does not fit.
+    """
+    logger = error_log()
+    with pipe:
+        for line in pipe:
+            logger.info(line.decode(errors="backslashreplace").rstrip("\n"))
 
 
 def until_listening(process: subprocess.Popen, port: int, stop: threading.Event) -> bool:
@@ -226,25 +267,53 @@ def instance_count() -> int:
 # systemd's default start limit: an instance that exits this many times within this many seconds
 # is not started again (a port taken by someone else, an app that cannot start).
 START_LIMIT_BURST, START_LIMIT_SECONDS = 5, 10
+# deploy/form-app@.service's WatchdogSec=: an instance that said READY=1 and then sends no
+# WATCHDOG=1 for this long is hung (notify.py), and is killed and started again. Its
+# TimeoutStopSec=: once it says STOPPING=1, it has this long to finish its drain and exit.
+WATCHDOG_SECONDS, STOP_SECONDS = 5, 30
 
 
 class Instances:
-    """The app's instances, each kept running on its own port as systemd's Restart=always does."""
+    """The app's instances, each kept running on its own port as systemd's Restart=always does,
+    and, as its WatchdogSec= does, killed and started again when it hangs."""
 
     def __init__(self, ports: list[int]):
         self.ports = ports
         self.running: dict[int, servers.Server] = {}
         self.starts: dict[int, list[float]] = {port: [] for port in ports}
         self.ready: dict[int, bool] = {}
+        # Each instance's $NOTIFY_SOCKET, where it says READY=1, WATCHDOG=1 and STOPPING=1, as it
+        # would to systemd: in a folder of this user's alone, so that no one else can ping for it,
+        # and short, since a socket's path may not be longer than 107 bytes.
+        self.notify_folder = tempfile.TemporaryDirectory(prefix="form-app-notify-")
+        self.notify: dict[int, socket.socket] = {}
+        for port in ports:
+            self.notify[port] = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.notify[port].bind(f"{self.notify_folder.name}/{port}")
+            self.notify[port].setblocking(False)
+        self.deadline: dict[int, float | None] = {}  # when its watchdog kills it, once armed
 
     def start(self, port: int):
         """Start the instance for a port."""
+        self.heard(port)  # what the one before it said is not this one's
         self.starts[port].append(time.monotonic())
-        self.running[port] = servers.Server(servers.spawn_instance(port), "127.0.0.1", port)
+        process = servers.spawn_instance(port, notify_socket=self.notify[port].getsockname())
+        self.running[port] = servers.Server(process, "127.0.0.1", port)
         self.ready[port] = False
+        self.deadline[port] = None  # armed by READY=1, as systemd's is once start-up completes
+
+    def heard(self, port: int) -> list[str]:
+        """Return what the instance on a port has said since last asked."""
+        said = []
+        while True:
+            try:
+                said += self.notify[port].recv(4096).decode(errors="replace").split("\n")
+            except BlockingIOError:
+                return said
 
     def watch(self) -> bool:
-        """Start again each instance that exited, say when one listens; False past the limit."""
+        """Start again each instance that exited, kill one that hangs, say when one listens;
+        False past the start limit."""
         for port, instance in self.running.items():
             status = instance.process.poll()
             if status is not None:
@@ -263,6 +332,21 @@ class Instances:
                     "starting it again"
                 )
                 self.start(port)
+                continue
+            said = self.heard(port)
+            if "STOPPING=1" in said:
+                self.deadline[port] = time.monotonic() + STOP_SECONDS
+            elif "READY=1" in said or "WATCHDOG=1" in said:
+                self.deadline[port] = time.monotonic() + WATCHDOG_SECONDS
+            deadline = self.deadline[port]
+            if deadline is not None and time.monotonic() > deadline:
+                print(
+                    f"run_proxy: the instance on port {port} (pid {instance.process.pid}) "
+                    "hangs: no watchdog ping or exit in time; killing it",
+                    file=sys.stderr,
+                )
+                instance.process.kill()  # SIGKILL: a stopped or deadlocked process acts on no other
+                self.deadline[port] = None
             elif not self.ready[port] and servers.listens(instance.process.pid, port):
                 self.ready[port] = True
                 print(
@@ -277,9 +361,13 @@ class Instances:
         for instance in self.running.values():
             if instance.process.poll() is None:
                 instance.process.send_signal(signal.SIGTERM)
-        return all(
+        stopped = all(
             [instance.stop(signal.SIGTERM, timeout=30) == 0 for instance in self.running.values()]
         )
+        for sock in self.notify.values():
+            sock.close()
+        self.notify_folder.cleanup()
+        return stopped
 
 
 def serve(

@@ -167,9 +167,14 @@ def instance_environ(port: int) -> dict[str, str]:
     return {"HOST": "127.0.0.1", "PORT": str(port)}
 
 
-def spawn_instance(port: int, log: Path | None = None) -> subprocess.Popen:
-    """Start one app instance as the systemd unit does: the Procfile's command, on a port."""
-    return spawn(procfile_web_command(), instance_environ(port), log)
+def spawn_instance(
+    port: int, log: Path | None = None, notify_socket: str | None = None
+) -> subprocess.Popen:
+    """Start one app instance as the systemd unit does: the Procfile's command, on a port, and
+    (as systemd gives it) a $NOTIFY_SOCKET to say when it is ready and that it is alive."""
+    return spawn(
+        procfile_web_command(), {**instance_environ(port), "NOTIFY_SOCKET": notify_socket}, log
+    )
 
 
 def start_server(

@@ -245,6 +245,14 @@ def exchange(target: "Server | Proxy", data: bytes, source: str = "127.0.0.1") -
     return answer
 
 
+def alive(pid: int) -> bool:
+    """Tell whether a process exists and is not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):  # gone, or going while we read
+        return False
+
+
 def start_proxy(
     folder: Path, environ: dict | None = None, command: str = servers.PROXY_COMMAND
 ) -> Proxy:

@@ -16,9 +16,9 @@ import threading
 import time
 
 import pytest
-from helpers import encoded, require, start_proxy
+from helpers import alive, encoded, require, start_proxy
 
-from deploy import servers
+from deploy import run_proxy, servers
 
 FORM = "application/x-www-form-urlencoded"
 CLIENTS = 4  # keep-alive clients, each with one request in flight at a time
@@ -164,6 +164,74 @@ def test_a_crashed_instance_costs_at_most_the_posts_in_flight_on_it(two_instance
     assert load.count("POST") == load.count("POST", 200) + load.count("POST", 502)
     assert lost <= CLIENTS, (load.statuses, load.cut)
     assert back_in < 10  # a second or two; more on a machine busy with other work
+
+
+@pytest.mark.stress
+def test_a_hung_instance_is_killed_and_restarted_and_costs_only_posts_sent_to_it(two_instances):
+    port = two_instances.app_ports[0]
+    pid = instance_pid(two_instances, port)
+    with Load(two_instances) as load:
+        before, hung_at = load.total(), time.monotonic()
+        os.kill(pid, signal.SIGSTOP)  # hung, as by a deadlock or a swap storm: no ping, no answer
+        while alive(pid) and time.monotonic() < hung_at + 30:  # until the watchdog kills it
+            time.sleep(0.01)
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)  # not left stopped
+            pytest.fail("the hung instance was not killed within 30 s")
+        while_hung, killed_in = load.total() - before, time.monotonic() - hung_at
+        back_in = killed_in + restarted(two_instances, port, pid, timeout=30)
+        time.sleep(1)  # and serving again
+    # nginx sends the hung instance requests until one of them times out (proxy_read_timeout),
+    # then none until fail_timeout has passed, and the clients are answered by the other
+    # instance until the watchdog kills it. A GET that was sent there is answered by the other
+    # instance too; a POST is not sent twice: the 504 page, or the 502 page when the kill cut
+    # it. At most one per client, and one for nginx's next try of the hung one.
+    failed = load.count("POST") - load.count("POST", 200)
+    print(
+        f"killed {killed_in:.2f}s after it hung, back in {back_in:.2f}s; answers while it hung: "
+        f"{while_hung}; POSTs failed: {failed}; statuses: {dict(load.statuses)}"
+    )
+    assert while_hung > 10 * CLIENTS  # not each client stuck on it until it was killed
+    assert load.errors == []
+    assert load.cut == {}
+    assert load.count("GET") == load.count("GET", 200) > 50, load.statuses
+    assert load.count("POST") == sum(load.count("POST", status) for status in (200, 502, 504))
+    assert failed <= CLIENTS + 1, load.statuses
+    output = two_instances.server.output()
+    assert f"the instance on port {port} (pid {pid}) hangs" in output
+    assert f"the instance on port {port} exited with -9; starting it again" in output
+    # The watchdog's 5 s, then a second or so to start; more on a machine busy with other work.
+    assert back_in < run_proxy.WATCHDOG_SECONDS + 10
+
+
+@pytest.mark.stress
+def test_a_draining_instance_is_not_taken_for_a_hung_one(tmp_path):
+    running = start_proxy(tmp_path, environ={"WEB_CONCURRENCY": "1"})
+    port = running.app_port
+    pid = instance_pid(running, port)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        body = encoded()
+        conn.putrequest("POST", "/")
+        conn.putheader("Content-Type", FORM)
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        conn.send(body[:10])  # a body still arriving: the drain waits for it
+        time.sleep(0.2)  # let it reach the instance
+        os.kill(pid, signal.SIGTERM)
+        # The drain closes the listening socket, and the pings stop with it (notify.py); the
+        # instance said STOPPING=1, so it has the unit's TimeoutStopSec=, not the watchdog's 5 s.
+        time.sleep(run_proxy.WATCHDOG_SECONDS + 2)
+        assert alive(pid)
+        conn.send(body[10:])
+        assert conn.getresponse().status == 200
+        conn.close()
+        restarted(running, port, pid)
+    finally:
+        assert running.server.stop() == 0, running.server.output()
+    output = running.server.output()
+    assert "hangs" not in output
+    assert f"the instance on port {port} exited with 0; starting it again" in output
 
 
 def test_run_proxy_does_not_claim_a_port_another_program_holds(tmp_path):

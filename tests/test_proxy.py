@@ -3,12 +3,13 @@
 The tests start it with deploy/run_proxy.py, as `make run-proxy` does, on free loopback ports.
 """
 
+import fcntl
+import os
 import re
 import signal
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import webtest
@@ -17,6 +18,7 @@ from helpers import (
     SITE,
     URLENCODED,
     Proxy,
+    alive,
     answers,
     app_log,
     encoded,
@@ -33,7 +35,15 @@ import app
 import guards
 import shutdown
 from deploy import error_pages, run_proxy
-from deploy.servers import Server, descendants, free_port, free_ports
+from deploy.servers import (
+    PROXY_COMMAND,
+    Server,
+    descendants,
+    free_port,
+    free_ports,
+    spawn,
+    wait_until_listening,
+)
 
 # nginx's configuration syntax, as far as deploy/form-app.conf uses it.
 TOKEN = re.compile(
@@ -255,6 +265,34 @@ def test_nginx_502_page_when_the_app_is_down_has_the_apps_layout_and_headers(tmp
     assert_security_headers_once(answer.headers)
 
 
+def test_nginx_takes_a_hung_instance_out_of_the_rotation_after_one_timeout(tmp_path, servers):
+    require("nginx")
+    require("openssl")
+    live = servers("procfile")
+    # Hung as a stopped or deadlocked instance is: its kernel accepts connections into the
+    # listen backlog, and nothing ever reads them.
+    with socket.create_server(("127.0.0.1", 0)) as hung:
+        port = free_port()
+        instances = [f"127.0.0.1:{hung.getsockname()[1]}", f"127.0.0.1:{live.port}"]
+        config = run_proxy.write_config(tmp_path, port, instances)
+        nginx = run_proxy.start_nginx(config)
+        try:
+            assert run_proxy.until_listening(nginx, port, threading.Event())
+            proxy = Proxy(port, tmp_path)
+            # nginx's round robin sends one of the first two to the hung instance: that GET
+            # waits for proxy_read_timeout there, then gets its answer from the other, before
+            # the client gives up.
+            gets = [request(proxy, "GET", "/healthz", timeout=10).status for _ in range(2)]
+            # Then the hung one is out of the rotation (fail_timeout): a POST sent there would
+            # wait as long, and get a 504, since nginx does not send a POST twice.
+            headers = {"Content-Type": URLENCODED, "Origin": proxy.url}
+            posts = [request(proxy, "POST", "/", encoded(), headers).status for _ in range(4)]
+        finally:
+            assert Server(nginx, "127.0.0.1", port).stop(signal.SIGQUIT, timeout=10) == 0
+    assert gets == [200, 200]
+    assert posts == [200] * 4
+
+
 # Waitress's edge faults (docs/security.md, "Known limits"), each sent through nginx.
 
 SMUGGLED = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -390,14 +428,6 @@ def test_nginx_logs_the_path_without_the_query_string(proxy):
 # make run-proxy's script itself.
 
 
-def alive(pid: int) -> bool:
-    """Tell whether a process exists and is not a zombie waiting to be reaped."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.parametrize(
     "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["Ctrl-C", "SIGTERM", "hang-up"]
 )
@@ -409,3 +439,50 @@ def test_run_proxy_stops_nginx_and_the_app_and_exits_0(tmp_path, sig):
     assert len(children) == len(running.app_ports) + 2  # the app's, nginx's master and worker
     assert running.server.stop(sig) == 0, running.server.output()
     assert [pid for pid in children if alive(pid)] == []
+
+
+def status_line(proxy, request: bytes) -> bytes:
+    """Send a request on a new connection and return its answer's status line, without waiting
+    for nginx to close the connection (after a 413 it waits 5 s for the body: lingering_timeout)."""
+    with proxy.connect() as sock:
+        sock.sendall(request)
+        answer = b""
+        while b"\r\n" not in answer and (chunk := sock.recv(65536)):
+            answer += chunk
+    return answer.split(b"\r\n", 1)[0]
+
+
+def test_run_proxy_answers_while_nobody_reads_its_output(tmp_path):
+    require("nginx")
+    require("openssl")
+    # A terminal that stalls: a pipe that holds 4 KiB (a page; 64 KiB by default), which some
+    # twenty of nginx's error lines fill, then writes to it block.
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    port, http_port = free_ports(2)
+    environ = {
+        "PORT": str(port),
+        "HTTP_PORT": str(http_port),
+        "RUN_DIR": str(tmp_path / "run"),
+        "WEB_CONCURRENCY": "1",
+    }
+    with os.fdopen(write_end, "wb") as out:
+        process = spawn(PROXY_COMMAND, environ, out)
+    try:
+        assert wait_until_listening(process, port)
+        proxy = Proxy(port, tmp_path / "run")
+        # A body over client_max_body_size: nginx answers 413 and logs an error line for each.
+        over = f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {guards.MAX_BODY * 2}\r\n\r\n"
+        statuses = [status_line(proxy, over.encode()) for _ in range(200)]
+        assert statuses == [b"HTTP/1.1 413 Request Entity Too Large"] * 200
+        assert request(proxy, "GET", "/healthz").body == b"ok\n"
+    finally:
+        # Read the output at last, so that everything queued can be written and all exit.
+        reader = threading.Thread(
+            target=lambda: [None for _ in iter(lambda: os.read(read_end, 65536), b"")]
+        )
+        reader.start()
+        process.terminate()
+        assert process.wait(30) == 0
+        reader.join(10)
+        os.close(read_end)

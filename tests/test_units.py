@@ -10,8 +10,9 @@ import subprocess
 import pytest
 from helpers import require
 
+import notify
 import shutdown
-from deploy import servers
+from deploy import run_proxy, servers
 
 DEPLOY = servers.ROOT / "deploy"
 UNIT = DEPLOY / "form-app@.service"
@@ -73,6 +74,15 @@ def test_the_unit_stops_with_the_drain_signal_and_restarts(name, value):
 def test_the_unit_waits_longer_than_the_drain_before_killing():
     [timeout] = SERVICE["TimeoutStopSec"]
     assert int(timeout.removesuffix("s")) > shutdown.DRAIN_SECONDS
+    assert int(timeout.removesuffix("s")) == run_proxy.STOP_SECONDS
+
+
+def test_the_unit_kills_an_instance_that_stops_pinging_as_run_proxy_does():
+    assert SERVICE["Type"] == ["notify"]  # READY=1 and the pings (notify.py)
+    [watchdog] = SERVICE["WatchdogSec"]
+    assert int(watchdog.removesuffix("s")) == run_proxy.WATCHDOG_SECONDS
+    assert run_proxy.WATCHDOG_SECONDS >= 4 * notify.PING_SECONDS  # several pings a period
+    assert SERVICE["WatchdogSignal"] == ["SIGKILL"]  # which a stopped process cannot wait out
 
 
 def test_the_unit_runs_as_its_own_unprivileged_user_on_loopback():
