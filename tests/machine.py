@@ -66,9 +66,14 @@ class Machine:
 
     def wait_booted(self, timeout: float = 120) -> None:
         """Wait until systemd says the machine has finished booting, with no unit failed."""
-        state = self.run("systemctl is-system-running --wait", check=False, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while True:  # until systemd answers on its bus, which it opens a moment after it starts
+            state = self.run("systemctl is-system-running --wait", check=False, timeout=timeout)
+            if state.stdout.strip() or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         failed = self.run("systemctl --failed --no-legend", check=False).stdout
-        assert state.stdout.strip() == "running", f"{state.stdout}{failed}"
+        assert state.stdout.strip() == "running", f"{state.stdout}{state.stderr}{failed}"
 
     def reboot(self) -> None:
         """Reboot the machine (.ci/rootfs boots it again) and wait until it is up."""
