@@ -92,6 +92,9 @@ def static(filename):
         environ.pop("HTTP_IF_MODIFIED_SINCE", None)
     answer = static_file(filename, root=HERE / "static", headers={"Cache-Control": "no-cache"})
     answer.headers.pop("Accept-Ranges", None)  # and not offered in parts
+    if hasattr(answer.body, "read"):  # the file, read: sent with its head in one send()
+        with answer.body as file:
+            answer.body = file.read()
     if "ETag" in answer.headers:  # the file is there (not a 404)
         etag = answer.headers["ETag"] = f'"{answer.headers["ETag"]}"'
         if if_none_match is not None and names_tag(if_none_match, etag):
@@ -153,6 +156,10 @@ SERVER = {
     # Idle connections are closed channel_timeout to channel_timeout + cleanup_interval seconds
     # after their last byte: Waitress only looks every cleanup_interval seconds (default 30).
     "cleanup_interval": 1,
+    # Each answer leaves in one send(), head and body together, when its task ends (Waitress's
+    # default, 1, sends the head, then the body): an instance killed between the two would cut
+    # an answer short that nginx has begun to pass on and cannot retry. Larger than any page.
+    "send_bytes": 18000,
     # Behind the shipped proxy (deploy/), believe the client address and scheme it forwards;
     # from anyone else, drop those headers (Waitress's default), so they cannot be forged.
     # TRUSTED_PROXY: nginx's address when it runs on another host (the Procfile reads it too).

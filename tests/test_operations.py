@@ -1,5 +1,6 @@
 """Running it: entry points, settings, health check, access log, working directory."""
 
+import http.client
 import json
 import os
 import re
@@ -8,6 +9,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -203,3 +205,29 @@ def test_idle_connections_are_closed_soon_after_the_channel_timeout(tmp_path):
     finally:
         server.stop()
     assert 1 <= waited < 1 + app.SERVER["cleanup_interval"] + 5
+
+
+def test_each_answer_leaves_in_one_send_so_a_crash_cannot_cut_it(monkeypatch):
+    # An instance killed between sending an answer's head and its body cuts the answer short,
+    # and nginx, which has passed the head on, cannot retry it elsewhere: app.SERVER's send_bytes.
+    sends = []
+    original = waitress.channel.HTTPChannel.send
+
+    def send(channel, data, do_close=True):
+        sends.append(bytes(data))
+        return original(channel, data, do_close)
+
+    monkeypatch.setattr(waitress.channel.HTTPChannel, "send", send)
+    server = waitress.create_server(app.application, host="127.0.0.1", port=0, **app.SERVER)
+    threading.Thread(target=server.run, daemon=True).start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.effective_port, timeout=10)
+        for path in ("/", "/static/style.css", "/static/favicon.svg", "/nowhere"):
+            conn.request("GET", path)
+            answer = conn.getresponse()
+            body = answer.read()
+            assert sends[-1].startswith(b"HTTP/1.1 ") and sends[-1].endswith(body), path
+        conn.close()
+    finally:
+        server.close()
+    assert all(data.startswith(b"HTTP/1.1 ") for data in sends), [d[:20] for d in sends]
