@@ -66,7 +66,7 @@ test-3.14: .venv-3.14/.dev
 # restarts, crashes, a certificate renewal (pebble) and reboots (tests/test_systemd.py). Needs root
 # (mmdebstrap, systemd-nspawn); a few minutes.
 test-systemd: $(VENV)/.dev
-	$(ROOTFS) boot trixie-systemd $(BIN)/pytest -p no:cacheprovider -m systemd tests/test_systemd.py
+	$(ROOTFS) boot trixie-systemd $(BIN)/pytest -p no:cacheprovider -s -m systemd tests/test_systemd.py
 
 SUITE = $(1)/bin/pytest --ignore=tests/browser $(PARALLEL) && $(1)/bin/pytest -m stress
 

@@ -269,6 +269,7 @@ def test_the_sandbox_holds(machine):
     report = machine.run("systemd-analyze security form-app@8001.service --no-pager").stdout
     level = re.search(r"Overall exposure level for form-app@8001.service: ([\d.]+) (\w+)", report)
     assert level and float(level[1]) <= 2.0 and level[2] == "OK", report[-300:]
+    print(f"systemd-analyze security: {level[1]} {level[2]}")
     for attempt in ("touch /srv/form-app/app.py", "mkdir /srv/form-app/new"):
         user = "setpriv --reuid=form-app --regid=form-app --clear-groups"
         assert machine.run(f"{user} {attempt}", check=False).returncode != 0, attempt
