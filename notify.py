@@ -21,6 +21,7 @@ the loop must not stall on its own watchdog.
 
 import os
 import socket
+import threading
 import time
 
 from waitress.server import BaseWSGIServer
@@ -41,6 +42,11 @@ class Notifier:
         self.socket.setblocking(False)
         self.ready = False
         self.next_ping = 0.0
+        # The drain (shutdown.py) says STOPPING=1 from a thread of its own while the loop turns
+        # on until it closes the listening sockets: a ping after it would tell the service
+        # manager the instance runs again, and arm its watchdog during the drain.
+        self.stopping = False
+        self.lock = threading.Lock()
 
     def send(self, message: str) -> None:
         """Send one message; drop it if it cannot go now."""
@@ -50,14 +56,23 @@ class Notifier:
             pass
 
     def loop_turned(self) -> None:
-        """Say READY=1 on the first call, then WATCHDOG=1 every PING_SECONDS."""
-        if not self.ready:
-            self.ready = True
-            self.send("READY=1")
-        now = time.monotonic()
-        if now >= self.next_ping:
-            self.next_ping = now + PING_SECONDS
-            self.send("WATCHDOG=1")
+        """Say READY=1 on the first call, then WATCHDOG=1 every PING_SECONDS, until STOPPING=1."""
+        with self.lock:
+            if self.stopping:
+                return
+            if not self.ready:
+                self.ready = True
+                self.send("READY=1")
+            now = time.monotonic()
+            if now >= self.next_ping:
+                self.next_ping = now + PING_SECONDS
+                self.send("WATCHDOG=1")
+
+    def stop(self) -> None:
+        """Say STOPPING=1, the last message: no ping follows it."""
+        with self.lock:
+            self.stopping = True
+            self.send("STOPPING=1")
 
 
 NOTIFIER: Notifier | None = None
@@ -85,4 +100,4 @@ def install() -> None:
 def stopping() -> None:
     """Say STOPPING=1: the drain has begun."""
     if NOTIFIER is not None:
-        NOTIFIER.send("STOPPING=1")
+        NOTIFIER.stop()

@@ -95,8 +95,8 @@ class ClosingErrorTask(ErrorTask):
 
 def drain(server: BaseWSGIServer):
     """Stop accepting, answer what has arrived, then end Waitress's loop."""
-    # The service manager expects the exit now, not pings: the loop stops pinging once the
-    # listening sockets are closed (notify.py).
+    # The service manager expects the exit now, not pings: none follows STOPPING=1, though the
+    # loop turns on until it closes the listening sockets (notify.py).
     notify.stopping()
     # The process is stopping: every answer from now on, on any connection, closes it.
     HTTPChannel.task_class, HTTPChannel.error_task_class = ClosingTask, ClosingErrorTask

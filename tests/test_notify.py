@@ -110,3 +110,22 @@ def test_without_notify_socket_nothing_is_installed(monkeypatch):
     assert BaseWSGIServer.readable is readable
     assert notify.NOTIFIER is None
     notify.stopping()  # and says nothing
+
+
+def test_no_ping_follows_stopping(tmp_path, monkeypatch):
+    # The drain says STOPPING=1 from its own thread; the loop turns on until it closes the
+    # listening sockets, and a ping then would arm the watchdog again during the drain.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(tmp_path / "notify"))
+        notifier = notify.Notifier(str(tmp_path / "notify"))
+        notifier.loop_turned()
+        assert [received(sock), received(sock)] == ["READY=1", "WATCHDOG=1"]
+        monkeypatch.setattr(notify, "NOTIFIER", notifier)
+        notify.stopping()
+        notifier.next_ping = 0  # a ping is due
+        notifier.loop_turned()
+        notifier.socket.close()
+        assert received(sock) == "STOPPING=1"
+        sock.setblocking(False)  # a datagram on a local socket is queued when sendto returns
+        with pytest.raises(BlockingIOError):
+            sock.recv(4096)
