@@ -206,6 +206,12 @@ def test_any_file_name_makes_a_part_a_file(testapp, disposition):
     assert_error_page(res, 400, "This form takes no files")
 
 
+def test_a_parameter_without_a_value_is_a_400_as_bottle_cannot_read_it_either(testapp):
+    part = b"Content-Disposition: form-data; name=age; junk\r\n\r\n34"
+    res = post_raw(testapp, multipart(part), "multipart/form-data; boundary=zz", status=400)
+    assert_error_page(res, 400, app.ERROR_MESSAGES[400])
+
+
 @pytest.mark.parametrize(
     "name",
     [
