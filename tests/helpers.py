@@ -7,7 +7,9 @@ import resource
 import shlex
 import shutil
 import socket
+import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -261,3 +263,17 @@ def start_proxy(
     require("nginx")
     require("openssl")
     return servers.start_proxy(folder, environ, command)
+
+
+def stop_unread(process: subprocess.Popen, read_end: int) -> int:
+    """Stop a process whose output is a pipe nobody has read: read it at last, so that the
+    process can write what it queued and exit; return its exit status."""
+    reader = threading.Thread(
+        target=lambda: [None for _ in iter(lambda: os.read(read_end, 65536), b"")]
+    )
+    reader.start()
+    process.terminate()
+    status = process.wait(30)
+    reader.join(10)
+    os.close(read_end)
+    return status

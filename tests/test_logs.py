@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from urllib.parse import quote, unquote
 
 import pytest
-from helpers import SERVER_COMMANDS, encoded, example
+from helpers import SERVER_COMMANDS, encoded, example, stop_unread
 
 import app
 import guards
@@ -421,15 +421,7 @@ def test_a_real_server_answers_while_nobody_reads_its_log(command):
             health = request_over(sock, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert health == b"HTTP/1.1 200 OK"
     finally:
-        # Read the log at last, so that the server can write what it queued, drain and exit.
-        reader = threading.Thread(
-            target=lambda: [None for _ in iter(lambda: os.read(read_end, 65536), b"")]
-        )
-        reader.start()
-        process.terminate()
-        assert process.wait(30) == 0
-        reader.join(10)
-        os.close(read_end)
+        assert stop_unread(process, read_end) == 0
 
 
 @pytest.mark.parametrize("command", list(SERVER_COMMANDS))

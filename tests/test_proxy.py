@@ -29,6 +29,7 @@ from helpers import (
     require,
     result_line,
     start_proxy,
+    stop_unread,
 )
 
 import app
@@ -477,12 +478,4 @@ def test_run_proxy_answers_while_nobody_reads_its_output(tmp_path):
         assert statuses == [b"HTTP/1.1 413 Request Entity Too Large"] * 200
         assert request(proxy, "GET", "/healthz").body == b"ok\n"
     finally:
-        # Read the output at last, so that everything queued can be written and all exit.
-        reader = threading.Thread(
-            target=lambda: [None for _ in iter(lambda: os.read(read_end, 65536), b"")]
-        )
-        reader.start()
-        process.terminate()
-        assert process.wait(30) == 0
-        reader.join(10)
-        os.close(read_end)
+        assert stop_unread(process, read_end) == 0
