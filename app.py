@@ -1,13 +1,14 @@
 """The form app: an age and some hobbies, validated and shown back, served by Waitress.
 
-This file is the app: the form, its rules, its routes, then the wiring. What guards requests
-(guards.py), the log (logs.py), a graceful stop (shutdown.py) and the service manager's
-notifications (notify.py) live beside it.
+This file is the app: the form, its rules, its routes, then the wiring. Where submissions are
+kept (store.py), what guards requests (guards.py), the log (logs.py), a graceful stop
+(shutdown.py) and the service manager's notifications (notify.py) live beside it.
 """
 
 import functools
 import os
 import re
+import secrets
 import sys
 import threading
 from pathlib import Path
@@ -18,6 +19,7 @@ import guards
 import logs
 import notify
 import shutdown
+import store
 
 HERE = Path(__file__).resolve().parent
 # Where the templates are. Bottle's default is relative to the working directory, not ours; and
@@ -33,6 +35,14 @@ MAX_AGE = 150
 AGE = re.compile(r"0*([0-9]{1,3})")  # a whole number: up to three digits after any zeros
 # A valid submission, field -> values: what the tests and the benchmark send.
 EXAMPLE = {"age": ["34"], "hobbies": list(HOBBIES)}
+# Each form carries a one-time token: a submission sent twice (a double click, a resent POST) is
+# stored once and shown at /saved/<token>, which nobody can guess.
+TOKEN = re.compile(r"[A-Za-z0-9_-]{22}")  # secrets.token_urlsafe(16): 128 random bits
+# A field hidden from people and screen readers: bots fill it in, and what they send is answered
+# like any other submission, and not stored.
+TRAP = "website"
+# How long to wait before sending again when the database cannot save (503).
+RETRY_SECONDS = 10
 
 
 def first(form, name: str) -> str:
@@ -64,18 +74,65 @@ application = app  # the name servers import: `waitress-serve app:application`
 
 @app.route("/", method=["GET", "HEAD"])
 def show_form():
-    """Show the empty form: the same page for everyone, rendered once."""
-    return empty_form()
+    """Show the empty form, rendered once, with a new one-time token."""
+    response.set_header("Cache-Control", "no-store")  # the token is this page's alone
+    return empty_form().replace(TOKEN_SLOT, secrets.token_urlsafe(16))
 
 
 @app.post("/")
 def submit_form():
-    """Validate the submitted form and show it back with the result or the errors."""
-    values, errors = validate(guards.read_form())
+    """Validate the submitted form; store it and send the browser to what was saved (303), or
+    show the form again with the errors (422), or with the values when nothing could be saved
+    (503)."""
+    form = guards.read_form()
+    values, errors = validate(form)
+    token = form_token(form)
+    response.set_header("Cache-Control", "no-store")  # the page holds what the person sent
     if errors:
         response.status = 422
-    response.set_header("Cache-Control", "no-store")  # the page holds what the person sent
-    return render_form(values, errors)
+        return render_form(values, errors, token)
+    if not first(form, TRAP):  # a bot's submission is answered the same, and not stored
+        try:
+            DATABASE.save(token, values)
+        except store.Unavailable as error:
+            logs.APP.error("not saved: %s", error)
+            response.status = 503
+            response.set_header("Retry-After", str(RETRY_SECONDS))
+            return render_form(values, {}, token, unsaved=True)
+    response.status = 303  # see what was saved: reloading that page sends nothing again
+    response.set_header("Location", f"/saved/{token}")
+    return ""
+
+
+def form_token(form) -> str:
+    """Return the form's one-time token; a new one for a client that sent none (the seed's)."""
+    token = first(form, "token")
+    if not token:
+        return secrets.token_urlsafe(16)
+    if not TOKEN.fullmatch(token):
+        raise guards.Refusal(400, BAD_TOKEN)
+    return token
+
+
+@app.route("/saved/<token:re:[A-Za-z0-9_-]{22}>", method=["GET", "HEAD"])
+def show_saved(token):
+    """Show a saved submission to whoever has its token: the browser that sent it."""
+    response.set_header("Cache-Control", "no-store")
+    response.set_header("X-Robots-Tag", "noindex")
+    try:
+        saved = DATABASE.find(token)
+    except store.Unavailable as error:
+        logs.APP.error("not read: %s", error)
+        response.status = 503
+        response.set_header("Retry-After", str(RETRY_SECONDS))
+        return render_error(response.status_line, UNAVAILABLE)
+    if saved is None:
+        response.status = 404
+        return render_error(response.status_line, NOT_SAVED)
+    received, values = saved
+    return page(
+        "saved", "Saved: " + TITLE, heading=TITLE, hobbies=HOBBIES, values=values, received=received
+    )
 
 
 # One plain file name: no folders and no dots before the extension, so no way out of static/.
@@ -116,10 +173,24 @@ def healthz():
     return "ok\n"
 
 
-def render_form(values: dict, errors: dict) -> str:
-    """Render the form page with the given values and errors."""
-    title = f"Error: {TITLE}" if errors else TITLE
-    return page("form", title, heading=TITLE, hobbies=HOBBIES, values=values, errors=errors)
+def render_form(values: dict, errors: dict, token: str, unsaved: bool = False) -> str:
+    """Render the form page with the given values, errors and token; unsaved: say that the
+    submission could not be saved, and to send it again."""
+    title = f"Error: {TITLE}" if errors or unsaved else TITLE
+    return page(
+        "form",
+        title,
+        heading=TITLE,
+        hobbies=HOBBIES,
+        values=values,
+        errors=errors,
+        token=token,
+        trap=TRAP,
+        unsaved=unsaved,
+    )
+
+
+TOKEN_SLOT = "TOKEN-SLOT"  # nosec B105: where empty_form()'s token goes, not a password
 
 
 @functools.cache
@@ -127,7 +198,7 @@ def empty_form() -> str:
     """Render the form as nobody has filled it in: an empty submission's values, and no errors,
     as nothing was submitted (a required field would otherwise be flagged on arrival)."""
     values, _ = validate(FormsDict())
-    return render_form(values, {})
+    return render_form(values, {}, TOKEN_SLOT)
 
 
 def render_error(status: str, message: str) -> str:
@@ -169,6 +240,14 @@ SERVER = {
 }
 
 app.add_hook("before_request", guards.check_request)
+
+# Where submissions are kept: DATABASE_URL, else an SQLite file in the state folder (store.py).
+# Nothing is opened until the first save, so the app starts, and GET / answers, without it.
+DATABASE = store.connect(threads=SERVER["threads"])
+
+BAD_TOKEN = "The form could not be read: reload it, fill it in and send it again."  # nosec B105
+NOT_SAVED = "There is no saved submission at this address."
+UNAVAILABLE = f"This page cannot be shown just now. Please try again in {RETRY_SECONDS} seconds."
 
 # What each error page says; the status line's own phrase is its title. A refusal may say more.
 ERROR_MESSAGES = {

@@ -12,14 +12,60 @@
 
 import io
 import logging
+import os
+import tempfile
 
 import pytest
 import webtest
-from helpers import SERVER_COMMANDS, raise_open_file_limit, skip_summary, start_proxy
 
-import app
-import logs
-from deploy.servers import start_server
+# Every test's database is its own: never `make run`'s. Set before the app is imported, and
+# inherited by every server a test starts (a test that counts rows takes `database` instead).
+os.environ["DATABASE_URL"] = f"sqlite:///{tempfile.mkdtemp(prefix='form-app-tests-')}/form.sqlite3"
+
+from databases import Postgres, sqlite_url  # noqa: E402 (after DATABASE_URL is set)
+from helpers import SERVER_COMMANDS, raise_open_file_limit, skip_summary, start_proxy  # noqa: E402
+
+import app  # noqa: E402
+import logs  # noqa: E402
+import store  # noqa: E402
+from deploy.servers import start_server  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="session")
+def migrated():
+    """The run's own database, migrated, as a deploy does before the app starts."""
+    store.connect().migrate()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server of this test process's own, started on first use."""
+    server = Postgres()
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """The URL of an empty, migrated database of the test's own: SQLite, then PostgreSQL."""
+    if request.param == "sqlite":
+        url = sqlite_url(tmp_path)
+    else:
+        url = request.getfixturevalue("postgres").create()
+    database = store.connect(url)
+    database.migrate()
+    database.close()
+    return url
+
+
+@pytest.fixture
+def database(database_url, monkeypatch):
+    """The app's database, for this test: an empty, migrated one of its own (SQLite, then
+    PostgreSQL), which the in-process app saves to."""
+    database = store.connect(database_url)
+    monkeypatch.setattr(app, "DATABASE", database)
+    yield database
+    database.close()
 
 
 @pytest.fixture

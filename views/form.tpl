@@ -3,7 +3,11 @@
 %   return f' aria-invalid="true" aria-describedby="{name}-error"' if name in errors else ""
 % end
 <h1>{{heading}}</h1>
+% if unsaved:
+<p class="error" id="unsaved" role="alert">Your answers could not be saved just now, and nothing was stored. They are still below: please send them again in a minute.</p>
+% end
 <form method="post" action="/">
+  <input type="hidden" name="token" value="{{token}}">
   <p>
     <label for="age">Age</label>
     <input type="text" id="age" name="age" value="{{values['age']}}" inputmode="numeric" autocomplete="off"{{!error_for("age")}}>
@@ -20,12 +24,6 @@
     <label><input type="checkbox" name="hobbies" value="{{value}}" {{"checked" if value in values["hobbies"] else ""}}> {{label}}</label>
     % end
   </fieldset>
+  <p class="trap" aria-hidden="true"><label for="{{trap}}">Leave this empty</label> <input type="text" id="{{trap}}" name="{{trap}}" tabindex="-1" autocomplete="off"></p>
   <p><button type="submit">Submit</button></p>
 </form>
-% if not errors:
-<section aria-labelledby="result-title">
-  <h2 id="result-title">Result</h2>
-  <p id="result">Age: {{values["age"] or "Empty"}}<br>
-  Hobbies: {{", ".join(hobbies[value] for value in values["hobbies"]) or "No Hobbies?"}}</p>
-</section>
-% end
