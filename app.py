@@ -190,7 +190,7 @@ def render_form(values: dict, errors: dict, token: str, unsaved: bool = False) -
     )
 
 
-TOKEN_SLOT = "TOKEN-SLOT"  # nosec B105: where empty_form()'s token goes, not a password
+TOKEN_SLOT = "TOKEN-SLOT"  # where empty_form()'s token goes; not a password  # nosec B105
 
 
 @functools.cache

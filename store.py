@@ -16,7 +16,7 @@ import argparse
 import os
 import re
 import sqlite3
-import subprocess  # nosec B404: pg_dump and pg_restore, for backups
+import subprocess  # pg_dump and pg_restore, for backups  # nosec B404
 import sys
 import threading
 from contextlib import closing, contextmanager
@@ -330,12 +330,12 @@ class PostgreSQL(Database):
     def backup(self, target: Path) -> None:
         """Dump the database, consistent, while the app writes to it (pg_dump)."""
         dump = ["pg_dump", "--format=custom", "--no-owner", f"--file={target}", self.url]
-        subprocess.run(dump, check=True)  # nosec B603: fixed programs; the URL is the operator's
+        subprocess.run(dump, check=True)  # fixed programs, the operator's URL  # nosec B603
 
     def restore(self, backup: Path) -> None:
         """Replace the database's contents with a dump's (stop the app first)."""
         restore = ["pg_restore", "--clean", "--if-exists", "--no-owner", f"--dbname={self.url}"]
-        subprocess.run([*restore, str(backup)], check=True)  # nosec B603
+        subprocess.run([*restore, str(backup)], check=True)
 
 
 def backups_folder(database) -> Path:
