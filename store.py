@@ -335,7 +335,7 @@ class PostgreSQL(Database):
     def restore(self, backup: Path) -> None:
         """Replace the database's contents with a dump's (stop the app first)."""
         restore = ["pg_restore", "--clean", "--if-exists", "--no-owner", f"--dbname={self.url}"]
-        subprocess.run([*restore, str(backup)], check=True)  # nosec B603
+        subprocess.run([*restore, str(backup)], check=True)  # nosec
 
 
 def backups_folder(database) -> Path:
