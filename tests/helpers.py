@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 import webtest.forms
@@ -60,8 +60,32 @@ def access_lines(output: str) -> list[list[str]]:
 
 
 def result_line(res) -> str:
-    """Return the result paragraph's text, whitespace folded."""
+    """Return the result paragraph's text (the saved page's), whitespace folded."""
     return " ".join(res.html.find(id="result").get_text().split())
+
+
+# Where the answer to a valid submission sends the browser: /saved/ and the form's token, 22
+# URL-safe characters (128 random bits). Written out, not read from app.TOKEN, on purpose.
+SAVED = re.compile(r"/saved/[A-Za-z0-9_-]{22}")
+
+
+def assert_saved(status: int, location: str | None) -> str:
+    """Check an answer to a valid submission, from any client: a 303 See Other to
+    /saved/<token>. Return its Location."""
+    assert status == 303, status
+    assert location is not None and SAVED.fullmatch(location), location
+    return location
+
+
+def saved_page(res):
+    """Check WebTest's answer to a valid submission (a 303 See Other to /saved/<token>, with no
+    body) and follow it: return the page that shows what was saved."""
+    location = urlsplit(res.headers.get("Location", ""))
+    if location.netloc:  # made absolute by WebTest's client for a server's URL (WSGIProxy2)
+        assert location.netloc == res.request.host, location
+    assert_saved(res.status_int, location._replace(scheme="", netloc="").geturl())
+    assert res.body == b""
+    return res.follow()
 
 
 def example(**changes) -> dict[str, list[str]]:
@@ -98,13 +122,24 @@ def fill(form: webtest.forms.Form, **changes) -> webtest.forms.Form:
 INVALID = {"age": ["thirty"], "hobbies": [next(iter(app.HOBBIES))]}
 
 # The four states of the page (tests/browser/pages.py reaches them in a browser), each as a
-# request: method, path, form, and the status it is answered with.
+# request: method, path, form, and the status it is answered with. The result is the saved
+# page, which the valid submission's 303 leads to: visit() follows it.
 PAGES = {
     "empty-form": ("GET", "/", {}, 200),
-    "result": ("POST", "/", example(), 200),
+    "result": ("POST", "/", example(), 303),
     "validation-error": ("POST", "/", example(**INVALID), 422),
     "not-found": ("GET", "/no-such-page", {}, 404),
 }
+
+
+def visit(testapp, state: str):
+    """Return the page in one of PAGES' states, as `testapp` (a webtest.TestApp, of the app or
+    of a server's URL) gets it: for the result, the saved page the 303 leads to."""
+    method, path, form, status = PAGES[state]
+    if method == "POST":
+        res = testapp.post(path, form, status=status)
+        return saved_page(res) if status == 303 else res
+    return testapp.get(path, status=status)
 
 
 def hobbies_shown(hobbies: list[str]) -> str:

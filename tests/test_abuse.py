@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from helpers import SERVER_COMMANDS, encoded
+from helpers import SERVER_COMMANDS, assert_saved, encoded
 
 from deploy.servers import start_server
 
@@ -113,7 +113,7 @@ def test_idle_and_slow_loris_clients_do_not_lock_out_a_normal_client(loaded_serv
 MIXED = [
     (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 200),
     (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 200),
-    (post(encoded()), 200),
+    (post(encoded()), 303),
     (post(b"age=-1"), 422),
     (post(b"age=%FF"), 400),
     (post(b"hi", b"Content-Type: text/plain\r\n"), 415),
@@ -143,6 +143,8 @@ def run_mixed(server, count: int, seed: int) -> list[tuple[int, int]]:
         response.begin()
         response.read()
         results.append((expected, response.status))
+        if response.status == 303:  # saved, and sent on to where it was saved
+            assert_saved(response.status, response.getheader("Location"))
         if response.will_close:  # Waitress closes after the requests it cannot parse
             sock.close()
             sock = None

@@ -9,7 +9,7 @@ from urllib.parse import quote_from_bytes, urlencode
 
 import bottle
 import pytest
-from helpers import field, multipart, submitted
+from helpers import assert_saved, encoded, field, multipart, submitted
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from webtest.lint import middleware
@@ -18,7 +18,7 @@ import app
 import guards
 
 # Every status the app answers with: its pages plus its documented errors. A 500 is not one.
-DOCUMENTED_STATUSES = {200, 304, 400, 403, 404, 405, 413, 415, 422}  # as README lists them
+DOCUMENTED_STATUSES = {200, 303, 304, 400, 403, 404, 405, 413, 415, 422}  # as README lists them
 
 # `make test` runs hypothesis's usual 100 examples per property, to stay quick; `make fuzz` runs
 # 50,000 (FUZZ_EXAMPLES), and CI 5,000.
@@ -158,7 +158,11 @@ def check_page(environ, status, headers, body):
     is_health = environ["PATH_INFO"] == "/healthz" and status == 200
     expected = "text/plain" if is_health else "text/html"
     assert headers["Content-Type"].lower() == f"{expected}; charset=utf-8"
-    if environ["REQUEST_METHOD"] == "HEAD":
+    if status == 303:  # a valid submission, saved: sent on to the page that shows it
+        assert (environ["REQUEST_METHOD"], environ["PATH_INFO"]) == ("POST", "/")
+        assert_saved(status, headers.get("Location"))
+        assert body == b""
+    elif environ["REQUEST_METHOD"] == "HEAD":
         assert body == b""
     elif not is_health:
         assert body.startswith(b"<!DOCTYPE html>")
@@ -256,8 +260,9 @@ def parse(body: bytes) -> AgeField:
 
 @functools.cache
 def known_elements() -> set:
-    """Return the elements a page may hold: learnt from the form with and without errors, and
-    an error page (once, when first asked: nothing is rendered at import)."""
+    """Return the elements a page may hold: learnt from the form with and without errors, a
+    saved submission's page, and an error page (once, when first asked: nothing is rendered at
+    import)."""
     invalid = (
         b"age=x&hobbies=golf&" + urlencode({"hobbies": list(app.HOBBIES)}, doseq=True).encode()
     )
@@ -265,8 +270,15 @@ def known_elements() -> set:
         environ_for("GET", "/", "", None, b"", {}),
         environ_for("GET", "/nowhere", "", None, b"", {}),
         environ_for("POST", "/", "", FORM_TYPES[0], invalid, {}),
+        saved_page_environ(encoded()),
     ]
     return set().union(*(parse(call(environ)[2]).elements for environ in environs))
+
+
+def saved_page_environ(body: bytes) -> dict:
+    """Submit a urlencoded body that must be saved; return the environ of a GET of its page."""
+    status, headers, _ = call(environ_for("POST", "/", "", FORM_TYPES[0], body, {}))
+    return environ_for("GET", assert_saved(status, headers.get("Location")), "", None, b"", {})
 
 
 @given(age=any_text | st.sampled_from(['"><script>alert(1)</script>', "' onfocus='x", "&amp;"]))
@@ -276,13 +288,20 @@ def test_submitted_text_comes_back_escaped(age):
         (FORM_TYPES[0], urlencode({"age": age.encode("utf-8", "surrogatepass")}).encode()),
         (f"{FORM_TYPES[1]}; boundary={BOUNDARY}", multipart_of([("age", age)])),
     ]:
-        status, _, page = call(environ_for("POST", "/", "", content_type, body, {}))
+        status, headers, page = call(environ_for("POST", "/", "", content_type, body, {}))
         if has_surrogate or guards.NOT_TEXT.search(age):  # not UTF-8 or not HTML text: refused
             assert status == 400
             continue
         if status == 413:  # over the size limit: nothing comes back
             assert len(body) >= guards.MAX_BODY
             continue
-        parsed = parse(page)
-        assert parsed.elements <= known_elements()
-        assert parsed.age == app.validate(submitted(age=[age]))[0]["age"]
+        cleaned = app.validate(submitted(age=[age]))[0]["age"]
+        if status == 303:  # a valid age, saved: its page shows it as it was stored
+            location = assert_saved(status, headers.get("Location"))
+            status, _, page = call(environ_for("GET", location, "", None, b"", {}))
+            assert status == 200
+            assert f"Age: {cleaned or 'Empty'}<br>".encode() in page
+        else:  # the form again, with the age kept
+            assert status == 422
+            assert parse(page).age == cleaned
+        assert parse(page).elements <= known_elements()

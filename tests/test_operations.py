@@ -63,7 +63,13 @@ def test_the_procfile_and_app_py_use_the_same_server_settings(environ):
 def test_a_hook_added_to_the_app_applies_to_every_route(testapp):
     # One request path: a hook someone adds (a login, a rate limit) sees every request.
     static = next(route.rule for route in app.app.routes if route.callback is app.static)
-    paths = {"/": "/", "/healthz": "/healthz", static: "/static/style.css"}
+    saved = next(route.rule for route in app.app.routes if route.callback is app.show_saved)
+    paths = {
+        "/": "/",
+        "/healthz": "/healthz",
+        static: "/static/style.css",
+        saved: "/saved/" + "A" * 22,
+    }
     assert {route.rule for route in app.app.routes} == set(paths)
 
     def refuse_everything():
@@ -96,8 +102,13 @@ def output_once(server, has, timeout: float = 10) -> str:
 def test_real_servers_log_each_request_and_where_they_listen(server):
     said = f"Serving on http://127.0.0.1:{server.port}"
     assert said in output_once(server, lambda output: said in output)
-    before = len(server.output())
-    webtest.TestApp(server.url).post("/logged", {"age": "secret-age"}, status=404)
+    # Earlier tests' lines may still be on their way (one thread writes them, in order): this
+    # test's lines begin after the line of a request of its own.
+    client = webtest.TestApp(server.url)
+    client.get("/this-test-starts-here", status=404)
+    output = output_once(server, lambda output: "/this-test-starts-here" in output)
+    before = output.index("\n", output.rindex("/this-test-starts-here")) + 1
+    client.post("/logged", {"age": "secret-age"}, status=404)
     forged = "/x%0Aaccess:%20GET%20/forged%20200%201.0ms"  # a newline, then a fake log line
     exchange(server, f"GET {forged} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
     output = output_once(server, lambda output: len(output[before:].splitlines()) >= 2)

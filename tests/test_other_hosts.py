@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import access_lines, encoded, require, skip_unless_ci
+from helpers import access_lines, assert_saved, encoded, require, skip_unless_ci
 
 import app
 from deploy import run_proxy, servers
@@ -78,12 +78,13 @@ got = {}
 def ask(conn, name, method, path, body=None, headers=()):
     conn.request(method, path, body, {"Host": host, **dict(headers)})
     res = conn.getresponse()
-    got[name] = [res.status, res.read().decode()]
+    got[name] = [res.status, res.read().decode(), res.getheader("Location")]
 
 proxy = http.client.HTTPSConnection(edge, int(proxy_port), timeout=10, context=tls)
 ask(proxy, "form", "GET", "/")
 form = {"Content-Type": "application/x-www-form-urlencoded", "Origin": f"https://{host}"}
 ask(proxy, "submitted", "POST", "/", body, form)
+ask(proxy, "saved", "GET", got["submitted"][2] or "/no-location")
 forged = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "http"}
 for n in range(4):  # round robin: two for each instance
     ask(proxy, f"through-{n}", "GET", f"/seen-through-nginx-{n}", None, forged)
@@ -124,8 +125,9 @@ def test_instances_on_other_hosts_serve_the_form_and_trust_only_nginx(hosts, tmp
             server.stop(signal.SIGQUIT if server.port == PROXY_PORT else signal.SIGTERM)
 
     assert got["form"][0] == 200 and "<form" in got["form"][1]
-    assert got["submitted"][0] == 200
-    assert f"Age: {app.EXAMPLE['age'][0]}" in got["submitted"][1]
+    assert_saved(got["submitted"][0], got["submitted"][2])
+    assert got["saved"][0] == 200
+    assert f"Age: {app.EXAMPLE['age'][0]}<br>" in got["saved"][1]
     # Each instance answered through nginx, and saw the client's own address and https, not
     # what the client wrote in X-Forwarded-*: nginx replaces those, and the instance believes
     # nginx (TRUSTED_PROXY) only.
