@@ -30,25 +30,30 @@ STATUSES = {
 
 
 @pytest.fixture(scope="module")
-def pages(window, base_url, unsaved_url, tmp_path_factory) -> tuple[Path, dict[str, int]]:
-    """Reach every state in the browser; save each page as the server sent it, <state>.html, in
-    a folder, and return each state's status."""
-    folder = tmp_path_factory.mktemp("nu")
+def folder(tmp_path_factory) -> Path:
+    """The folder of the files vnu.jar checks."""
+    return tmp_path_factory.mktemp("nu")
+
+
+@pytest.fixture(scope="module")
+def statuses(window, base_url, unsaved_url, folder) -> dict[str, int]:
+    """Reach every state in the browser and save its page as the server sent it, as
+    <state>.html in the folder; return each state's status."""
     statuses = {}
     for state in STATES:
         response = reach(window, state, base_url, unsaved_url)
         statuses[state] = response.status
         (folder / f"{state}.html").write_bytes(response.body())
     window.goto("about:blank")  # as the page fixture leaves the window
-    shutil.copy(ROOT / "static" / "style.css", folder)
-    return folder, statuses
+    return statuses
 
 
 @pytest.fixture(scope="module")
-def nu_messages(pages) -> dict[str, list[str]]:
-    """Check the pages and the stylesheet in one run of vnu.jar; its messages by file name."""
+def nu_messages(statuses, folder) -> dict[str, list[str]]:
+    """Check every state's page and the stylesheet in one run of vnu.jar; its messages by file
+    name."""
     java = require("java")
-    folder, _ = pages
+    shutil.copy(ROOT / "static" / "style.css", folder)
     files = sorted(str(file) for file in folder.iterdir())
     command = [java, *JVM_OPTIONS, "-jar", str(VNU_JAR), "--format", "json", "--also-check-css"]
     command += files
@@ -62,8 +67,8 @@ def nu_messages(pages) -> dict[str, list[str]]:
     return messages
 
 
-def test_each_state_checked_is_the_page_it_names(pages):
-    assert pages[1] == STATUSES
+def test_each_state_checked_is_the_page_it_names(statuses):
+    assert statuses == STATUSES
 
 
 @pytest.mark.parametrize("name", [*(f"{state}.html" for state in STATES), "style.css"])
