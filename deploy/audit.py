@@ -5,9 +5,10 @@ For the shipped nginx (deploy/) and for a platform's router in front of the Proc
 against Mozilla's intermediate profile (with sslyze), the certificate, the redirect from plain
 HTTP, HTTP/2, HSTS and the app's security headers on the answers a server makes itself, the faults
 that Waitress has at the edge (docs/security.md, "Known limits"), slow and idle clients, the
-per-address limit, the client's address as the app gets it, and the form's own round trip. Each
-probe is sent once, with a time limit, a few at a time: never a load (the per-address limit's
-probe holds 33 requests open for a moment, alone, at the end).
+per-address limit, the client's address as the app gets it, and the form's own round trip, which
+stores the app's example submission once, as a person's would be. Each probe is sent once, with a
+time limit, a few at a time: never a load (the per-address limit's probe holds 33 requests open
+for a moment, alone, at the end).
 
 One line per check, `pass`, `FAIL` or `skip`, and what it saw; the exit status is 0 only when
 none failed. INSECURE=1 skips the certificate's trust (a self-signed one), not its name or dates.
@@ -15,8 +16,10 @@ none failed. INSECURE=1 skips the certificate's trust (a self-signed one), not i
 
 import argparse
 import datetime
+import html
 import http.client
 import ipaddress
+import re
 import socket
 import ssl
 import sys
@@ -24,7 +27,7 @@ import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import app
 import guards
@@ -57,6 +60,8 @@ BODY_WAIT = 2  # seconds an unfinished body is left waiting for an answer that m
 PER_ADDRESS = 32  # requests in progress one address may have; the next gets 429 (limit_conn)
 SMUGGLED = b"GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n"
 FORM = "application/x-www-form-urlencoded"
+TOKEN_FIELD = re.compile(rb'name="token" value="([A-Za-z0-9_-]+)"')  # the form's, in its page
+RESULT = re.compile(r'id="result">(.*?)</p>', re.DOTALL)  # what the saved page shows
 MARKER = "<script>audit-reflected</script>"
 
 
@@ -643,27 +648,55 @@ def per_address_check(target: Target) -> Check:
 
 
 def form_checks(target: Target) -> list[Check]:
-    """The form's own round trip, with its own Origin, and a cross-site POST refused."""
-    page = target.request("GET", target.path)
+    """The form's own round trip, and a cross-site POST refused."""
     body = urlencode(app.EXAMPLE, doseq=True).encode()
-    sent = {"Content-Type": FORM, "Origin": target.origin}
-    result = target.request("POST", target.path, body, sent)
-    shown = b'id="result"' in result.body
     cross = {"Content-Type": FORM, "Origin": "https://cross-site.invalid"}
     refused = target.request("POST", target.path, body, cross)
     return [
-        Check(
-            "form-round-trip",
-            page.status == 200 and b"<form" in page.body and result.status == 200 and shown,
-            f"GET {page.status}, POST with Origin {target.origin}: {result.status}"
-            + (", the result shown" if shown else ", no result"),
-        ),
+        round_trip_check(target),
         Check(
             "cross-site-post",
             refused.status == 403,
             f"POST with Origin https://cross-site.invalid: {refused.status} (wanted 403)",
         ),
     ]
+
+
+def round_trip_check(target: Target) -> Check:
+    """The form sent as a browser sends it: the page, then the example with the page's one-time
+    token and its own Origin, answered 303 to the page of what was saved, which must show it.
+    The example is stored: one submission each audit."""
+    page = target.request("GET", target.path)
+    found = TOKEN_FIELD.search(page.body)
+    saw = f"GET {page.status}"
+    if page.status != 200 or found is None:
+        return Check("form-round-trip", False, saw + ", no form with a token")
+    token = found[1].decode()
+    body = urlencode({**app.EXAMPLE, "token": [token]}, doseq=True).encode()
+    headers = {"Content-Type": FORM, "Origin": target.origin}
+    answer = target.request("POST", target.path, body, headers)
+    saw += f", POST with Origin {target.origin}: {answer.status}"
+    locations = answer.header("Location")
+    location = urljoin(target.url, locations[0]) if locations else ""
+    if answer.status != 303 or location != urljoin(target.url, f"/saved/{token}"):
+        return Check("form-round-trip", False, saw + " (wanted 303 to /saved/<the token>)")
+    saved = target.request("GET", urlsplit(location).path)
+    shown = saved.status == 200 and shows_example(saved.body.decode("utf-8", "replace"))
+    saw += f" to /saved/<the token>, GET {saved.status}"
+    return Check(
+        "form-round-trip",
+        shown,
+        saw + (", the example shown" if shown else ", the example not shown"),
+    )
+
+
+def shows_example(page: str) -> bool:
+    """Tell whether a saved page's result paragraph shows the example submission, as it was
+    sent: its age, and its hobbies' labels."""
+    result = RESULT.search(page)
+    shown = " ".join(html.unescape(re.sub(r"<[^>]*>", " ", result[1])).split()) if result else ""
+    hobbies = ", ".join(app.HOBBIES[value] for value in app.EXAMPLE["hobbies"])
+    return shown == f"Age: {app.EXAMPLE['age'][0]} Hobbies: {hobbies}"
 
 
 def guarded(name: str, probe) -> list[Check]:

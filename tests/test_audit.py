@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import SITE, start_proxy
+from databases import sqlite_url
+from helpers import SERVER_COMMANDS, SITE, start_proxy
 
+import store
 from deploy import audit
-from deploy.servers import ROOT, Proxy
+from deploy.servers import ROOT, Proxy, start_server
 
 TLS = ["tls-protocols", "tls-ciphers", "tls-curves", "tls-session-tickets", "certificate"]
 # What a server in front of Waitress must answer itself (docs/security.md, "Known limits").
@@ -174,6 +176,40 @@ def test_the_quick_client_checks_pass_against_make_run_proxy(proxy):
         audit.per_address_check(target),
     ]
     assert {check.name: check.saw for check in checks if not check.passed} == {}
+
+
+@pytest.fixture
+def database_server(tmp_path):
+    """Start the Procfile's server on an SQLite database of the test's own, migrated or not."""
+    started = []
+
+    def start(migrated: bool):
+        url = sqlite_url(tmp_path)
+        if migrated:
+            store.connect(url).migrate()
+        environ = {"DATABASE_URL": url}
+        started.append(start_server(SERVER_COMMANDS["procfile"], tmp_path / "log", environ=environ))
+        return started[-1], store.connect(url)
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def test_the_form_check_sends_the_example_once_and_finds_the_saved_page(database_server):
+    server, database = database_server(migrated=True)
+    checks = {check.name: check for check in audit.form_checks(audit.Target(server.url + "/"))}
+    assert checks["form-round-trip"].passed, checks["form-round-trip"].saw
+    assert checks["form-round-trip"].saw.endswith("GET 200, the example shown")
+    assert checks["cross-site-post"].passed
+    assert database.count() == 1
+
+
+def test_the_form_check_fails_when_the_app_cannot_save(database_server):
+    server, database = database_server(migrated=False)  # every save: 503
+    check = audit.round_trip_check(audit.Target(server.url + "/"))
+    assert check.passed is False
+    assert "POST with Origin" in check.saw and ": 503 (wanted 303" in check.saw
 
 
 def test_a_self_signed_certificate_fails_without_insecure(proxy):

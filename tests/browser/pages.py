@@ -1,9 +1,11 @@
-"""For the browser tests and `make screenshots`: Debian's Chromium, and the four page states."""
+"""For the browser tests and `make screenshots`: Debian's Chromium, and the page's states."""
 
 import re
+import secrets
+from pathlib import Path
 
 from helpers import INSTALL_HINTS, INVALID, example, require  # noqa: F401 (browser tests import them here)
-from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Response
 
 # As root, offline: no sandbox (root), no GPU (no screen), and none of Chromium's own traffic to
 # Google, whose refused connections would only slow it down; no QUIC, which nginx here does not
@@ -31,10 +33,11 @@ def launch(playwright: Playwright, executable: str) -> Browser:
     return playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
 
 
-# Chromium logs a 404 or 422 page as an error; for the 404 page and the form's errors, that is
-# the point. Any other status, or these for anything but the page itself, is reported.
+# Chromium logs a 404, 422 or 503 page as an error; for the 404 pages, the form's errors and the
+# form that could not be saved, that is the point. Any other status, or these for anything but
+# the page itself, is reported.
 DOCUMENT_STATUS = re.compile(
-    r"Failed to load resource: the server responded with a status of (404|422) "
+    r"Failed to load resource: the server responded with a status of (404|422|503) "
 )
 
 
@@ -75,15 +78,22 @@ class ConsoleWatch:
         ]
 
 
-def empty_form(page: Page, url: str) -> None:
+def unsaved_database_url(folder: Path) -> str:
+    """Return the URL of a database that cannot save: an SQLite file never migrated, in which
+    the app's save raises store.Unavailable, as it does when a database is down."""
+    return f"sqlite:///{folder / 'never-migrated.sqlite3'}"
+
+
+def empty_form(page: Page, url: str) -> Response:
     """Open the form."""
-    page.goto(url + "/")
+    return page.goto(url + "/")
 
 
-def submit(page: Page) -> None:
-    """Click Submit and wait for the answer page."""
-    with page.expect_navigation():
+def submit(page: Page) -> Response:
+    """Click Submit and wait for the answer page (after a redirect, the page it leads to)."""
+    with page.expect_navigation() as navigation:
         page.get_by_role("button", name="Submit").click()
+    return navigation.value
 
 
 def fill(page: Page, **changes: list[str]) -> None:
@@ -98,28 +108,49 @@ def fill(page: Page, **changes: list[str]) -> None:
                 control.fill(values[0])
 
 
-def result(page: Page, url: str) -> None:
-    """Fill in the form correctly and submit it."""
+def result(page: Page, url: str) -> Response:
+    """Fill in the form correctly and submit it: the page of what was saved."""
     empty_form(page, url)
     fill(page)
-    submit(page)
+    return submit(page)
 
 
-def validation_error(page: Page, url: str) -> None:
+def validation_error(page: Page, url: str) -> Response:
     """Submit an age that is not a number, with one hobby ticked."""
     empty_form(page, url)
     fill(page, **INVALID)
-    submit(page)
+    return submit(page)
 
 
-def not_found(page: Page, url: str) -> None:
+def unsaved(page: Page, url: str) -> Response:
+    """Submit the form correctly to the app on a database that cannot save (unsaved_url): the
+    503 form that keeps the values."""
+    return result(page, url)
+
+
+def not_saved(page: Page, url: str) -> Response:
+    """Open a saved page's address with a token that no form was given."""
+    return page.goto(f"{url}/saved/{secrets.token_urlsafe(16)}")
+
+
+def not_found(page: Page, url: str) -> Response:
     """Open an address where there is no page."""
-    page.goto(url + "/no-such-page")
+    return page.goto(url + "/no-such-page")
 
 
+# Each state of the pages, in the order the screenshots show them. "result" is the saved page,
+# under the name the README's screenshot has had since the page showed the result itself.
 STATES = {
     "empty-form": empty_form,
     "result": result,
     "validation-error": validation_error,
+    "unsaved": unsaved,
+    "not-saved": not_saved,
     "not-found": not_found,
 }
+
+
+def reach(page: Page, state: str, url: str, unsaved_url: str) -> Response:
+    """Bring the page to a state on the server that state needs: the app at url, or for
+    "unsaved", the app at unsaved_url, whose database cannot save. Return the page's response."""
+    return STATES[state](page, unsaved_url if state == "unsaved" else url)

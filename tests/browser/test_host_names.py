@@ -21,8 +21,9 @@ def test_the_form_works_at_a_host_name(request, page, servers, way):
         url = f"http://form.test:{servers('procfile').port}"
     [age], hobbies = app.EXAMPLE["age"], app.EXAMPLE["hobbies"]
     page.goto(url + "/")
+    token = page.locator('form [name="token"]').input_value()
     fill(page)
     submit(page)
-    assert page.url == url + "/"
+    assert page.url == f"{url}/saved/{token}"  # the app's redirect kept the host and scheme
     result = " ".join(page.locator("#result").inner_text().split())
     assert f"Age: {age} {hobbies_shown(hobbies)}" in result
