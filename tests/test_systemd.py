@@ -279,6 +279,7 @@ def test_the_rolling_restart_under_load_loses_nothing(machine):
     with load(machine) as counts:
         for _ in range(3):
             machine.run(blocks[0], ENVIRONMENT, timeout=300)
+    print(f"three rolling restarts: {counts}")
     assert counts["errors"] == [] and counts["cut"] == {}, counts
     assert set(counts["statuses"]) == {"GET 200", "POST 303"}, counts
     assert min(counts["statuses"].values()) > 50, counts
