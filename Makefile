@@ -16,12 +16,16 @@ export PYTHONDONTWRITEBYTECODE :=
 .PHONY: run run-proxy audit test fmt test-bare test-debian13 test-3.14 test-systemd stress fuzz \
 	mutation bench bench-proxy screenshots clean
 
+# `make run` and `make run-proxy` first bring the database's schema up to date, once, as a deploy's
+# release step does (the Procfile's release: line): the app's instances never migrate at start.
 run: $(VENV)/.runtime
+	$(BIN)/python -m store migrate
 	$(BIN)/python app.py
 
 # The app behind the shipped nginx (deploy/), as on a server: https://127.0.0.1:8443/ (or $PORT),
 # with a self-signed certificate made on first use. Needs nginx and openssl.
 run-proxy: $(VENV)/.runtime
+	$(BIN)/python -m store migrate
 	$(BIN)/python -m deploy.run_proxy
 
 # A running deployment checked from outside, as a client would (deploy/audit.py): TLS, the
@@ -47,18 +51,19 @@ fmt: $(VENV)/.dev
 
 # A newcomer's first `make test`, on Debian 12 with only Python, make and git (.ci/rootfs's bare
 # root filesystem), on a fresh clone of the committed files: it must pass, and sum up what it
-# skipped (the tests that need nginx, Chromium, Java, wrk) in one line (.ci/bare-check). Needs root.
+# skipped (the tests that need nginx, Chromium, Java, wrk, PostgreSQL) in one line
+# (.ci/bare-check). Needs root.
 test-bare:
 	.ci/bare-check
 
-# The tests on Debian 13 (trixie), what an operator installs today: its Python 3.13, nginx 1.26
-# and systemd. Not the browser tests: they need Chromium, test the same pages, and run on the host
+# The tests on Debian 13 (trixie), what an operator installs today: its Python 3.13, nginx 1.26,
+# systemd and PostgreSQL 17 (the storage tests start their own server). Not the browser tests: they need Chromium, test the same pages, and run on the host
 # in `make test`; nor the lint, the same on any Python. Needs root (mmdebstrap, mount, chroot).
 # The stress tests run there too, after the others and one at a time, as `make stress` runs them.
 test-debian13: .venv-debian13/.dev
 	$(ROOTFS) run trixie sh -c '$(call SUITE,.venv-debian13)'
 
-# The same tests on Python 3.14: Debian unstable's python3, with its nginx and systemd.
+# The same tests on Python 3.14: Debian unstable's python3, with its nginx, systemd and PostgreSQL.
 test-3.14: .venv-3.14/.dev
 	$(ROOTFS) run sid sh -c '$(call SUITE,.venv-3.14)'
 

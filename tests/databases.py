@@ -31,9 +31,14 @@ def free_port() -> int:
 
 class Postgres:
     """A PostgreSQL server of the test run's own: initdb in a temporary folder, then postgres in
-    the foreground, as the `postgres` user when the tests run as root (it refuses root)."""
+    the foreground, as the `postgres` user when the tests run as root (it refuses root).
 
-    def __init__(self, listen: str = "127.0.0.1"):
+    It serves TCP on `listen`; `wrapper` is a command it runs under (a test's `ip netns exec
+    NAME`, to serve on another "host"). The tests themselves reach it on its Unix socket, in its
+    folder, which no network namespace stands in the way of.
+    """
+
+    def __init__(self, listen: str = "127.0.0.1", wrapper: tuple[str, ...] = ()):
         programs = postgres_programs()
         if programs is None:
             skip_unless_ci("initdb not found: install PostgreSQL with `apt-get install postgresql`")
@@ -41,6 +46,7 @@ class Postgres:
         self.folder = Path(tempfile.mkdtemp(prefix="form-app-postgres-"))
         self.data = self.folder / "data"
         self.host, self.port = listen, free_port()
+        self.wrapper = list(wrapper)
         self.as_user = []
         if os.geteuid() == 0:
             shutil.chown(self.folder, "postgres", "postgres")
@@ -54,6 +60,9 @@ class Postgres:
             "-D",
             str(self.data),
         )
+        if listen != "127.0.0.1":  # initdb trusts loopback only; and then the listen address's net
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write("host all form samenet trust\n")
         self.process = None
         self.start()
 
@@ -71,7 +80,8 @@ class Postgres:
             "fsync": "on",
         }
         args = [f"--{name.replace('_', '-')}={value}" for name, value in settings.items()]
-        command = [*self.as_user, str(self.programs / "postgres"), "-D", str(self.data), *args]
+        postgres = [str(self.programs / "postgres"), "-D", str(self.data), *args]
+        command = [*self.wrapper, *self.as_user, *postgres]
         self.process = subprocess.Popen(command, stdout=log, stderr=log)
         log.close()
         for _ in range(300):
@@ -86,7 +96,7 @@ class Postgres:
         import psycopg
 
         try:
-            psycopg.connect(self.url("postgres"), connect_timeout=2).close()
+            psycopg.connect(self.local_url("postgres"), connect_timeout=2).close()
         except psycopg.OperationalError:
             return False
         return True
@@ -98,15 +108,19 @@ class Postgres:
             self.process.wait(timeout=30)
 
     def url(self, name: str) -> str:
-        """Return the URL of one of its databases, over loopback TCP."""
+        """Return the URL of one of its databases, over TCP (loopback unless told otherwise)."""
         return f"postgresql://form@{self.host}:{self.port}/{name}"
+
+    def local_url(self, name: str) -> str:
+        """Return the URL of one of its databases over its Unix socket, for the tests' own use."""
+        return f"postgresql://form@/{name}?host={self.folder}&port={self.port}"
 
     def create(self) -> str:
         """Create an empty database of a test's own; return its URL."""
         import psycopg
 
         name = f"test_{os.getpid()}_{next(NAMES)}"
-        with psycopg.connect(self.url("postgres"), autocommit=True) as connection:
+        with psycopg.connect(self.local_url("postgres"), autocommit=True) as connection:
             connection.execute(f"CREATE DATABASE {name}")
         return self.url(name)
 

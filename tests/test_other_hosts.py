@@ -1,10 +1,11 @@
 """Instances on other hosts: the shipped nginx in front of two app instances that are not on its
-loopback, each trusting nginx's address through TRUSTED_PROXY.
+loopback, each trusting nginx's address through TRUSTED_PROXY, both saving to one PostgreSQL on
+a host of its own.
 
 The "hosts" are network namespaces this test creates (`ip netns`), joined by a bridge in nginx's
-namespace on a private network that exists only inside them: nginx, each instance and a client
-each have one, and no traffic leaves them. They are deleted at the end, whatever happens. Needs
-root and iproute2.
+namespace on a private network that exists only inside them: nginx, each instance, the database
+and a client each have one, and no traffic leaves them. They are deleted at the end, whatever
+happens. Needs root, iproute2 and PostgreSQL.
 """
 
 import json
@@ -14,14 +15,17 @@ import subprocess
 import sys
 
 import pytest
+from databases import Postgres
 from helpers import access_lines, assert_saved, encoded, require, skip_unless_ci
 
 import app
+import store
 from deploy import run_proxy, servers
 
 NETWORK = "10.217.17"  # private (RFC 1918), and only ever inside the test's own namespaces
 EDGE = f"{NETWORK}.1"  # nginx
 INSTANCES = [f"{NETWORK}.11", f"{NETWORK}.12"]
+DATABASE = f"{NETWORK}.20"  # PostgreSQL
 CLIENT = f"{NETWORK}.100"
 APP_PORT, PROXY_PORT = 8001, 8443
 
@@ -34,10 +38,11 @@ def ip(*args: str):
 
 @pytest.fixture
 def hosts():
-    """Four namespaces (edge, app1, app2, client) on one bridged private network; their names."""
+    """Five namespaces (edge, app1, app2, db, client) on one bridged private network; names."""
     if os.geteuid() != 0:
         skip_unless_ci("network namespaces need root")
-    names = {role: f"form17-{os.getpid()}-{role}" for role in ("edge", "app1", "app2", "client")}
+    roles = ("edge", "app1", "app2", "db", "client")
+    names = {role: f"form17-{os.getpid()}-{role}" for role in roles}
     created = []
     try:
         for name in names.values():
@@ -48,7 +53,8 @@ def hosts():
         ip("-n", edge, "link", "add", "br0", "type", "bridge")
         ip("-n", edge, "addr", "add", f"{EDGE}/24", "dev", "br0")
         ip("-n", edge, "link", "set", "br0", "up")
-        for role, address in [("app1", INSTANCES[0]), ("app2", INSTANCES[1]), ("client", CLIENT)]:
+        others = [("app1", INSTANCES[0]), ("app2", INSTANCES[1]), ("db", DATABASE)]
+        for role, address in [*others, ("client", CLIENT)]:
             # A cable from the bridge to the host: one end in each namespace, never the test's.
             port = f"to-{role}"
             peer = ["peer", "name", "eth0", "netns", names[role]]
@@ -84,6 +90,7 @@ proxy = http.client.HTTPSConnection(edge, int(proxy_port), timeout=10, context=t
 ask(proxy, "form", "GET", "/")
 form = {"Content-Type": "application/x-www-form-urlencoded", "Origin": f"https://{host}"}
 ask(proxy, "submitted", "POST", "/", body, form)
+ask(proxy, "submitted again", "POST", "/", body, form)  # round robin: to the other instance
 ask(proxy, "saved", "GET", got["submitted"][2] or "/no-location")
 forged = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "http"}
 for n in range(4):  # round robin: two for each instance
@@ -95,13 +102,33 @@ print(json.dumps(got))
 """
 
 
-def test_instances_on_other_hosts_serve_the_form_and_trust_only_nginx(hosts, tmp_path):
+@pytest.fixture
+def postgres(hosts):
+    """A PostgreSQL server on the db host, and the URL of an empty database there, migrated once
+    from app1's host as a deploy's release step would."""
+    server = Postgres(listen=DATABASE, wrapper=tuple(in_namespace(hosts["db"]).split()))
+    try:
+        url = server.create()
+        migrate = [*in_namespace(hosts["app1"]).split(), sys.executable, "-m", "store", "migrate"]
+        environ = {**os.environ, "DATABASE_URL": url}
+        done = subprocess.run(
+            migrate, env=environ, cwd=servers.ROOT, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        yield server, url
+    finally:
+        server.close()
+
+
+def test_instances_on_other_hosts_serve_the_form_and_trust_only_nginx(hosts, postgres, tmp_path):
     require("nginx")
     require("openssl")
+    database_server, url = postgres
     started: list[servers.Server] = []
     try:
         for role, address in zip(["app1", "app2"], INSTANCES, strict=True):
             environ = {"HOST": address, "PORT": str(APP_PORT), "TRUSTED_PROXY": EDGE}
+            environ["DATABASE_URL"] = url  # one database for both
             command = f"{in_namespace(hosts[role])} {servers.procfile_web_command()}"
             log = tmp_path / f"{role}.log"
             process = servers.spawn(command, environ, log)
@@ -128,6 +155,20 @@ def test_instances_on_other_hosts_serve_the_form_and_trust_only_nginx(hosts, tmp
     assert_saved(got["submitted"][0], got["submitted"][2])
     assert got["saved"][0] == 200
     assert f"Age: {app.EXAMPLE['age'][0]}<br>" in got["saved"][1]
+    # Each instance saved one submission, both in the one database.
+    for instance in started[:2]:
+        posts = [fields[2:5] for fields in access_lines(instance.output()) if fields[2] == "POST"]
+        assert posts == [["POST", "/", "303"]], access_lines(instance.output())
+    database = store.connect(database_server.local_url(url.rsplit("/", 1)[1]))
+    try:
+        assert database.count() == 2
+        for name in ("submitted", "submitted again"):
+            status, _, location = got[name]
+            assert status == 303 and location.startswith("/saved/"), got[name]
+            _, values = database.find(location.removeprefix("/saved/"))
+            assert values["age"] == app.EXAMPLE["age"][0]
+    finally:
+        database.close()
     # Each instance answered through nginx, and saw the client's own address and https, not
     # what the client wrote in X-Forwarded-*: nginx replaces those, and the instance believes
     # nginx (TRUSTED_PROXY) only.

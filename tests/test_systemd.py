@@ -3,7 +3,9 @@
 `make test-systemd` boots a Debian 13 root filesystem with systemd as PID 1 (`.ci/rootfs boot`,
 systemd-nspawn, a network of its own), and these tests, in order, run the README's shell blocks
 in it as root, then do to the running site what happens to one in service: load, a rolling
-restart, crashes, a certificate renewal, reboots. A wrong step in the README fails here.
+restart, crashes, a migration that fails, a certificate renewal, the daily backup and a restore
+from it, reboots. A wrong step in the README fails here. Every POST answered 303 is a row in
+the database the unit writes.
 
 The machine has no network and no DNS, and Let's Encrypt is out of reach, so a test changes what
 it must, and only that (SUBSTITUTIONS, ENVIRONMENT, and `prepare`), each said below.
@@ -23,6 +25,8 @@ import pytest
 from helpers import encoded
 from machine import Machine, section, shell_blocks
 
+import app
+
 pytestmark = pytest.mark.systemd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +35,14 @@ DEPLOYMENT = (ROOT / "docs" / "deployment.md").read_text()
 SITE = "https://form.example.org/"
 PORTS = (8001, 8002)
 ROOT_CA = "/etc/pebble/root.pem"  # pebble's issuing root, which clients here trust
+STATE = "/var/lib/form-app"  # the units' StateDirectory=: the database and its backups
+# How many submissions the database holds, asked as the app's user with the units' settings.
+COUNT = (
+    f"cd /srv/form-app && runuser -u form-app -- env STATE_DIRECTORY={STATE} "
+    ".venv/bin/python -m store count"
+)
+# What each run of the migration says in the journal (store.py's migrate command).
+MIGRATED = re.compile(r"^\S+: schema at version \d+; ran ", re.MULTILINE)
 
 # What in the README's commands the machine cannot do as written, and what it does instead.
 SUBSTITUTIONS = {
@@ -78,7 +90,7 @@ def machine(tmp_path_factory) -> Machine:
     machine = Machine(Path(os.environ["MACHINE"]))
     machine.wait_booted()
     share_checkout(machine.share, tmp_path_factory.mktemp("index") / "index")
-    download_wheels(machine.share / "wheels")
+    download_wheels(machine, machine.share / "wheels")
     prepare(machine)
     return machine
 
@@ -97,9 +109,19 @@ def share_checkout(share: Path, index: Path) -> None:
     subprocess.run([*git, "push", "-q", str(repo), f"{commit.strip()}:refs/heads/main"], check=True)
 
 
-def download_wheels(folder: Path) -> None:
-    """Download requirements.txt's packages (pure Python, any Python 3) for the machine's pip."""
+def download_wheels(machine: Machine, folder: Path) -> None:
+    """Download requirements.txt's packages as wheels for the machine's pip: its Python's
+    version, its processor and its C library (psycopg-binary is built for each), not the host's."""
+    version, arch, glibc = machine.run(
+        "python3 -c 'import platform, sys; "
+        'print(f"{sys.version_info[0]}.{sys.version_info[1]}", platform.machine(), '
+        "platform.libc_ver()[1])'"
+    ).stdout.split()
+    newest = int(glibc.split(".")[1])
+    # manylinux_2_N: built for glibc 2.N, which runs on the machine's glibc and any newer.
+    platforms = [f"--platform=manylinux_2_{n}_{arch}" for n in range(17, newest + 1)]
     pip = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check"]
+    pip += ["--only-binary=:all:", f"--python-version={version}", *platforms]
     subprocess.run([*pip, "-r", str(ROOT / "requirements.txt"), "-d", str(folder)], check=True)
 
 
@@ -133,6 +155,22 @@ def operator_steps() -> list[str]:
     return [block for block in blocks if DEBIAN_12_ONLY not in block]
 
 
+def rows(machine: Machine) -> int:
+    """Return how many submissions the unit's database holds."""
+    return int(machine.run(COUNT).stdout)
+
+
+def migrations(machine: Machine) -> int:
+    """Return how many times form-app-task@migrate has run, by what each run logged."""
+    journal = machine.run("journalctl -u form-app-task@migrate --no-pager -o cat").stdout
+    return len(MIGRATED.findall(journal))
+
+
+def show(machine: Machine, unit: str, prop: str) -> str:
+    """Return one of a unit's properties, as `systemctl show` gives it."""
+    return machine.run(f"systemctl show -P {prop} {unit}").stdout.strip()
+
+
 def curl(machine: Machine, arguments: str, check: bool = True) -> str:
     """Return what curl, in the machine and trusting pebble's root, printed."""
     return machine.run(f"curl -sS --cacert {ROOT_CA} {arguments}", check=check).stdout
@@ -140,9 +178,11 @@ def curl(machine: Machine, arguments: str, check: bool = True) -> str:
 
 @contextlib.contextmanager
 def load(machine: Machine):
-    """Four keep-alive clients (tests/load.py) in the machine, through nginx over HTTPS."""
+    """Four keep-alive clients (tests/load.py) in the machine, through nginx over HTTPS; what
+    they got, and "stored": the rows the database gained meanwhile."""
     body = encoded().decode()
     machine.run("rm -f /run/stop-load")
+    before = rows(machine)
     arguments = shlex.join([SITE, body, ROOT_CA, "/run/stop-load"])
     process = machine.start(f"exec python3 /src/tests/load.py {arguments}")
     counts: dict = {}
@@ -155,6 +195,7 @@ def load(machine: Machine):
         out, err = process.communicate(timeout=120)
         assert process.returncode == 0, err
     counts.update(json.loads(out))
+    counts["stored"] = rows(machine) - before
 
 
 def served_serial(machine: Machine) -> str:
@@ -191,18 +232,60 @@ def test_the_site_serves_as_the_readme_says(machine):
     assert "strict-transport-security: max-age=63072000" in head
     body = shlex.quote(encoded().decode())
     origin = "-H 'Origin: https://form.example.org'"
-    assert curl(machine, f"-o /dev/null -w '%{{http_code}}' {origin} -d {body} {SITE}") == "200"
+    before = rows(machine)
+    saved = curl(
+        machine, f"-o /dev/null -w '%{{http_code}} %{{redirect_url}}' {origin} -d {body} {SITE}"
+    )
+    assert re.fullmatch(r"303 https://form\.example\.org/saved/[\w-]{22}", saved), saved
+    assert f"Age: {app.EXAMPLE['age'][0]}" in curl(machine, saved.split()[1])
+    assert rows(machine) == before + 1
+
+
+def test_the_unit_keeps_the_database_in_its_state_folder_for_the_app_alone(machine):
+    modes = machine.run(f"stat -c '%n %a %U' {STATE} {STATE}/form.sqlite3").stdout
+    assert modes.splitlines() == [f"{STATE} 700 form-app", f"{STATE}/form.sqlite3 600 form-app"]
+
+
+def test_the_migration_ran_once_before_the_instances_started(machine):
+    # Both instances started together (step 3): one run of the migration, which they waited for.
+    assert migrations(machine) == 1
+    task = "form-app-task@migrate"
+    assert show(machine, task, "Result") == "success"
+    assert show(machine, task, "ActiveState") == "inactive"  # not RemainAfterExit: it runs again
+    migrated = int(show(machine, task, "ExecMainExitTimestampMonotonic"))
+    pids = []
+    for port in PORTS:
+        started = int(show(machine, f"form-app@{port}", "ExecMainStartTimestampMonotonic"))
+        assert 0 < migrated < started
+        pids.append(show(machine, f"form-app@{port}", "MainPID"))
+    # Run by hand (`start`, as the unit says: a restart would restart every instance), it runs
+    # again, and the instances keep running.
+    machine.run(f"systemctl start {task}", timeout=60)
+    assert migrations(machine) == 2
+    assert [show(machine, f"form-app@{port}", "MainPID") for port in PORTS] == pids
+
+
+def test_the_backup_timer_is_on_and_the_purge_timer_is_off_until_configured(machine):
+    assert machine.run("systemctl is-active form-app-backup.timer").stdout.strip() == "active"
+    assert machine.run("systemctl is-enabled form-app-backup.timer").stdout.strip() == "enabled"
+    enabled = machine.run("systemctl is-enabled form-app-purge.timer", check=False).stdout
+    assert enabled.strip() == "disabled"
 
 
 def test_the_rolling_restart_under_load_loses_nothing(machine):
     blocks = shell_blocks(section(DEPLOYMENT, "## Upgrading without losing a request"))
     assert len(blocks) == 1
+    migrated = migrations(machine)
     with load(machine) as counts:
         for _ in range(3):
             machine.run(blocks[0], ENVIRONMENT, timeout=300)
+    print(f"three rolling restarts: {counts}")
     assert counts["errors"] == [] and counts["cut"] == {}, counts
-    assert set(counts["statuses"]) == {"GET 200", "POST 200"}, counts
+    assert set(counts["statuses"]) == {"GET 200", "POST 303"}, counts
     assert min(counts["statuses"].values()) > 50, counts
+    assert counts["stored"] == counts["statuses"]["POST 303"], counts
+    # Each instance's restart ran the migration first: three rounds of two.
+    assert migrations(machine) == migrated + 3 * len(PORTS)
 
 
 KILL_AND_WAIT = """
@@ -228,10 +311,13 @@ def test_a_killed_instance_is_back_within_2_s_and_no_get_fails(machine):
     print(f"back in {back_in} s; POSTs answered 502: {posts_lost} in {kills} kills; {counts}")
     assert max(back_in) < 2, back_in
     assert counts["errors"] == [] and counts["cut"] == {}, counts
-    assert set(counts["statuses"]) <= {"GET 200", "POST 200", "POST 502"}, counts
+    assert set(counts["statuses"]) <= {"GET 200", "POST 303", "POST 502"}, counts
     # A POST is not sent twice: those in flight on the killed instance get nginx's 502 page, at
     # most one per client a kill. docs/security.md states this.
     assert posts_lost <= 4 * kills, counts
+    # Every POST answered as saved is stored; one cut off by the kill may be too, after its commit.
+    saved = counts["statuses"]["POST 303"]
+    assert saved <= counts["stored"] <= saved + posts_lost, counts
 
 
 def test_a_hung_instance_is_killed_by_the_watchdog_and_no_get_fails(machine):
@@ -241,13 +327,50 @@ def test_a_hung_instance_is_killed_by_the_watchdog_and_no_get_fails(machine):
             script = KILL_AND_WAIT.format(port=port, signal="STOP")
             back_in.append(int(machine.run(script, timeout=60).stdout) / 1000)
             time.sleep(1)
-    failed = sum(n for status, n in counts["statuses"].items() if status.startswith("POST 5"))
-    print(f"back in {back_in} s; POSTs answered 502 or 504: {failed} in 2 hangs; {counts}")
-    # The unit's WatchdogSec=5s, then RestartSec= and the start.
+    statuses = counts["statuses"]
+    failed = statuses.get("POST 502", 0) + statuses.get("POST 504", 0)
+    # Stopped in the middle of a save, an instance holds the SQLite file's write lock until the
+    # watchdog kills it: meanwhile the other's saves wait store.TIMEOUT (2 s) for it and answer
+    # 503 with the person's values kept (the app's fault page), one a client every 2 s at most.
+    locked = statuses.get("POST 503", 0)
+    print(f"back in {back_in} s; POSTs answered 502 or 504: {failed}, 503: {locked}; {counts}")
+    # The unit's WatchdogSec=5s, then RestartSec=, the migration and the start.
     assert max(back_in) < 8, back_in
     assert counts["errors"] == [] and counts["cut"] == {}, counts
-    assert set(counts["statuses"]) <= {"GET 200", "POST 200", "POST 502", "POST 504"}, counts
+    assert set(statuses) <= {"GET 200", "POST 303", "POST 502", "POST 503", "POST 504"}, counts
     assert failed <= 2 * 5, counts  # those in flight there: at most one per client, and nginx's try
+    assert locked <= 2 * 4 * 4, counts  # 2 hangs, 4 clients, a 503 every 2 s for under 8 s
+    # A 503 stored nothing; a 502 or 504 may have been stored before the instance stopped.
+    saved = statuses["POST 303"]
+    assert saved <= counts["stored"] <= saved + failed, counts
+
+
+# The database out of reach for the migration only: a PostgreSQL port where none listens.
+MIGRATION_FAILS = """
+mkdir -p /etc/systemd/system/form-app-task@migrate.service.d
+printf '[Service]\\nEnvironment=DATABASE_URL=postgresql://form@127.0.0.1:1/form\\n' \
+    > /etc/systemd/system/form-app-task@migrate.service.d/unreachable.conf
+systemctl daemon-reload
+"""
+MIGRATION_WORKS = """
+rm -r /etc/systemd/system/form-app-task@migrate.service.d
+systemctl daemon-reload
+"""
+
+
+def test_an_instance_does_not_start_when_its_migration_fails(machine):
+    machine.run(MIGRATION_FAILS)
+    try:
+        restart = machine.run("systemctl restart form-app@8001", check=False, timeout=60)
+        assert restart.returncode != 0 and "dependency" in restart.stderr, restart
+        assert machine.run("systemctl is-active form-app@8001", check=False).returncode != 0
+        # The other instance was not touched, and nginx sends everything there.
+        assert machine.run("systemctl is-active form-app@8002").returncode == 0
+        assert curl(machine, f"-o /dev/null -w '%{{http_code}}' {SITE}") == "200"
+    finally:
+        machine.run(MIGRATION_WORKS)
+    machine.run("systemctl start form-app@8001", timeout=60)
+    assert show(machine, "form-app-task@migrate", "Result") == "success"
 
 
 def test_certbot_renew_runs_the_deploy_hook_and_clients_get_the_new_certificate(machine):
@@ -265,11 +388,15 @@ def test_certbot_renew_runs_the_deploy_hook_and_clients_get_the_new_certificate(
     curl(machine, f"-o /dev/null {SITE}")  # and it verifies against pebble's root
 
 
-def test_the_sandbox_holds(machine):
-    report = machine.run("systemd-analyze security form-app@8001.service --no-pager").stdout
-    level = re.search(r"Overall exposure level for form-app@8001.service: ([\d.]+) (\w+)", report)
+@pytest.mark.parametrize("unit", ["form-app@8001.service", "form-app-task@backup.service"])
+def test_the_sandbox_holds(machine, unit):
+    report = machine.run(f"systemd-analyze security {unit} --no-pager").stdout
+    level = re.search(rf"Overall exposure level for {unit}: ([\d.]+) (\w+)", report)
     assert level and float(level[1]) <= 2.0 and level[2] == "OK", report[-300:]
-    print(f"systemd-analyze security: {level[1]} {level[2]}")
+    print(f"systemd-analyze security {unit}: {level[1]} {level[2]}")
+
+
+def test_the_app_s_user_cannot_change_its_checkout(machine):
     for attempt in ("touch /srv/form-app/app.py", "mkdir /srv/form-app/new"):
         user = "setpriv --reuid=form-app --regid=form-app --clear-groups"
         assert machine.run(f"{user} {attempt}", check=False).returncode != 0, attempt
@@ -277,8 +404,68 @@ def test_the_sandbox_holds(machine):
     assert re.search(r"^INFO:access:127\.0\.0\.1 https GET / 200 ", journal, re.MULTILINE)
 
 
+# The backup timer made to elapse in a second, once, as it does each day (OnCalendar=daily).
+BACKUP_SOON = """
+mkdir -p /etc/systemd/system/form-app-backup.timer.d
+printf '[Timer]\\nOnActiveSec=1s\\nRandomizedDelaySec=0\\nAccuracySec=1ms\\n' \
+    > /etc/systemd/system/form-app-backup.timer.d/soon.conf
+systemctl daemon-reload
+systemctl restart form-app-backup.timer
+"""
+BACKUP_DAILY = """
+rm -r /etc/systemd/system/form-app-backup.timer.d
+systemctl daemon-reload
+systemctl restart form-app-backup.timer
+"""
+BACKUP_DONE = """
+until [ "$(systemctl show -P ExecMainExitTimestampMonotonic form-app-task@backup)" != 0 ] \
+    && [ "$(systemctl show -P ActiveState form-app-task@backup)" != activating ]; do sleep 0.1; done
+"""
+
+
+def test_the_backup_timer_leaves_a_copy_that_restores_every_row(machine):
+    database = section(README, "## The database and its backups")
+    [restore] = [block for block in shell_blocks(database) if "store restore" in block]
+    assert machine.run(f"ls {STATE}/backups 2>/dev/null || true").stdout == ""
+    kept = rows(machine)
+    assert kept > 0
+    machine.run(BACKUP_SOON)
+    try:
+        machine.run(BACKUP_DONE, timeout=60)
+    finally:
+        machine.run(BACKUP_DAILY)
+    assert show(machine, "form-app-backup.timer", "LastTriggerUSecMonotonic") != "0"
+    assert show(machine, "form-app-task@backup", "Result") == "success"
+    [copy] = machine.run(f"ls {STATE}/backups").stdout.split()
+    modes = machine.run(f"stat -c '%a %U' {STATE}/backups {STATE}/backups/{copy}").stdout
+    assert modes.splitlines() == ["700 form-app", "600 form-app"]
+    # One more submission after the backup, which the restore takes back.
+    body = shlex.quote(encoded().decode())
+    origin = "-H 'Origin: https://form.example.org'"
+    assert curl(machine, f"-o /dev/null -w '%{{http_code}}' {origin} -d {body} {SITE}") == "303"
+    assert rows(machine) == kept + 1
+    machine.run(restore, timeout=120)  # the README's: the instances stopped, then started again
+    assert rows(machine) == kept
+    assert machine.run("systemctl is-active form-app@8001 form-app@8002").returncode == 0
+    assert curl(machine, f"-o /dev/null -w '%{{http_code}}' {SITE}") == "200"
+
+
+def test_the_purge_timer_runs_once_configured_as_the_readme_says(machine):
+    database = section(README, "## The database and its backups")
+    [purge] = [block for block in shell_blocks(database) if "form-app-purge.timer" in block]
+    machine.run(purge)
+    assert machine.run("systemctl is-active form-app-purge.timer").stdout.strip() == "active"
+    kept = rows(machine)
+    machine.run("systemctl start form-app-task@purge", timeout=60)  # what the timer starts
+    journal = machine.run("journalctl -u form-app-task@purge --no-pager -o cat").stdout
+    assert "deleted 0 submissions" in journal  # all were received today
+    assert rows(machine) == kept
+
+
 def test_the_units_start_at_every_boot(machine):
+    kept = rows(machine)
     for _ in range(2):
         machine.reboot()
         assert machine.run("systemctl is-active form-app@8001 form-app@8002 nginx").returncode == 0
         assert curl(machine, f"-o /dev/null -w '%{{http_code}}' {SITE}") == "200"
+        assert rows(machine) == kept

@@ -16,30 +16,41 @@ from deploy import run_proxy, servers
 
 DEPLOY = servers.ROOT / "deploy"
 UNIT = DEPLOY / "form-app@.service"
+TASK = DEPLOY / "form-app-task@.service"
 TARGET = DEPLOY / "form-app.target"
+TIMERS = {"backup": DEPLOY / "form-app-backup.timer", "purge": DEPLOY / "form-app-purge.timer"}
 
 
-def settings(unit) -> dict[str, list[str]]:
-    """Return a unit file's [Service] settings, name -> values in order (names may repeat)."""
+def settings(unit, section_name: str = "Service") -> dict[str, list[str]]:
+    """Return a unit file's settings in a section, name -> values in order (names may repeat)."""
     found: dict[str, list[str]] = {}
     section = None
     for line in unit.read_text().splitlines():
         line = line.strip()
         if line.startswith("[") and line.endswith("]"):
             section = line[1:-1]
-        elif section == "Service" and line and not line.startswith("#"):
+        elif section == section_name and line and not line.startswith("#"):
             name, value = line.split("=", 1)
             found.setdefault(name, []).append(value)
     return found
 
 
 SERVICE = settings(UNIT)
+TASK_SERVICE = settings(TASK)
+# What only the instances have (serving, restarting, their port), and only the tasks (run once).
+INSTANCE_ONLY = {
+    "Type", "WatchdogSec", "WatchdogSignal", "Environment", "ExecStart", "KillSignal",
+    "TimeoutStopSec", "Restart", "RestartSec", "LimitNOFILE",
+}  # fmt: skip
+TASK_ONLY = {"Type", "TimeoutStartSec", "Environment", "ExecStart"}
 
 
 def test_the_units_pass_systemd_analyze_verify():
     analyze = require("systemd-analyze")
-    # The instance's path, not the template's: systemd-analyze finds form-app@.service beside it.
-    command = [analyze, "verify", "--man=no", str(DEPLOY / "form-app@8001.service"), str(TARGET)]
+    # Instances' paths, not the templates': systemd-analyze finds form-app@.service beside them.
+    instances = ["form-app@8001.service", *(f"form-app-task@{name}.service" for name in TIMERS)]
+    units = [DEPLOY / name for name in instances] + [TARGET, *TIMERS.values()]
+    command = [analyze, "verify", "--man=no", *map(str, units)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     said = (done.stdout + done.stderr).strip()
     assert done.returncode == 0, said
@@ -90,3 +101,44 @@ def test_the_unit_runs_as_its_own_unprivileged_user_on_loopback():
     assert SERVICE["NoNewPrivileges"] == ["yes"]
     assert SERVICE["ProtectSystem"] == ["strict"]
     assert "HOST=127.0.0.1" in SERVICE["Environment"][0].split()
+
+
+def test_the_tasks_run_as_the_instances_do_in_the_same_sandbox():
+    instance = {name: v for name, v in SERVICE.items() if name not in INSTANCE_ONLY}
+    task = {name: v for name, v in TASK_SERVICE.items() if name not in TASK_ONLY}
+    assert task == instance
+    assert TASK_SERVICE["Environment"] == [
+        line for line in SERVICE["Environment"] if "PATH=" in line
+    ]
+    assert SERVICE["StateDirectory"] == ["form-app"] and SERVICE["StateDirectoryMode"] == ["0700"]
+
+
+def test_the_migrate_task_is_the_procfiles_release_command():
+    [release] = [
+        line.removeprefix("release:").strip()
+        for line in (servers.ROOT / "Procfile").read_text().splitlines()
+        if line.startswith("release:")
+    ]
+    [exec_start] = TASK_SERVICE["ExecStart"]
+    # env finds python on the unit's PATH, the venv's bin first, as the platform's shell does.
+    assert shlex.split(exec_start.replace("%i", "migrate")) == [
+        "/usr/bin/env",
+        *shlex.split(release),
+    ]
+
+
+def test_every_instance_start_waits_for_one_migration_that_must_succeed():
+    unit = settings(UNIT, "Unit")
+    assert "form-app-task@migrate.service" in unit["Requires"]
+    assert "form-app-task@migrate.service" in " ".join(unit["After"]).split()
+    # Run at each start: a oneshot that stays active (RemainAfterExit=) would run only once, and
+    # restarting it would restart every instance.
+    assert TASK_SERVICE["Type"] == ["oneshot"] and "RemainAfterExit" not in TASK_SERVICE
+
+
+@pytest.mark.parametrize("name", TIMERS)
+def test_a_timer_runs_its_task_daily_and_catches_up_after_downtime(name):
+    timer = settings(TIMERS[name], "Timer")
+    assert timer["Unit"] == [f"form-app-task@{name}.service"]
+    assert timer["OnCalendar"] == ["daily"] and timer["Persistent"] == ["yes"]
+    assert settings(TIMERS[name], "Install")["WantedBy"] == ["timers.target"]
