@@ -182,14 +182,25 @@ def test_a_saved_page_is_found_only_by_its_token(testapp, database):
     testapp.get(location, status=200)
 
 
-def test_tokens_are_22_url_safe_characters_of_128_random_bits(testapp):
-    tokens = [testapp.get("/").form["token"].value for _ in range(100)]
+def assert_random_tokens(tokens: list[str]) -> None:
+    """Check tokens look like secrets.token_urlsafe(16)'s: 22 URL-safe characters, 128 bits."""
     assert len(set(tokens)) == len(tokens)
     for token in tokens:
         assert len(token) == 22 and set(token) <= TOKEN_ALPHABET
         assert len(base64.urlsafe_b64decode(token + "==")) == 16
-    # Not a counter, nor a time: no two share even their first 48 bits.
+    # Not a counter, nor a time: no two share even their first 48 bits; and drawn from all 64
+    # characters (hex, 88 bits in 22 characters, would use 16).
     assert len({token[:8] for token in tokens}) == len(tokens)
+    assert len(set("".join(tokens))) > 48
+
+
+def test_the_forms_tokens_are_22_url_safe_characters_of_128_random_bits(testapp):
+    assert_random_tokens([testapp.get("/").form["token"].value for _ in range(50)])
+
+
+def test_the_servers_tokens_are_22_url_safe_characters_of_128_random_bits(testapp, database):
+    answers = [testapp.post("/", encoded(), content_type=URLENCODED) for _ in range(50)]
+    assert_random_tokens([token_of(res.headers["Location"]) for res in answers])
 
 
 # Durably: committed to disk before the answer.
@@ -269,7 +280,7 @@ def wait_until(condition, timeout: float = 60) -> None:
 @contextmanager
 def saving(server, clients: int = 4):
     """Keep clients posting new submissions to a server, one at a time each, until the block
-    ends; yield the list of the tokens answered 303 so far (each one committed), which grows."""
+    ends; yield a function that returns the tokens answered 303 so far (each one committed)."""
     saved, stop = [], threading.Event()
 
     def client() -> None:
@@ -280,12 +291,18 @@ def saving(server, clients: int = 4):
 
     with ThreadPoolExecutor(clients) as pool:
         running = [pool.submit(client) for _ in range(clients)]
+
+        def so_far() -> list[str]:
+            for each in running:
+                if each.done():
+                    each.result()  # a client's failure, raised at once
+            return list(saved)
+
         try:
-            yield saved
+            yield so_far
         finally:
             stop.set()
-        for each in running:
-            each.result()  # a client's failure is the test's
+    so_far()  # every client done: any failure is the test's
 
 
 def test_make_backup_while_the_app_saves_then_a_restore_gives_back_every_row(
@@ -296,11 +313,11 @@ def test_make_backup_while_the_app_saves_then_a_restore_gives_back_every_row(
     server = start_app(database_url, tmp_path / "server.log")
     try:
         with saving(server) as saved:
-            wait_until(lambda: len(saved) >= 20)
-            committed = list(saved)  # each answered 303 before the backup started
+            wait_until(lambda: len(saved()) >= 20)
+            committed = saved()  # each answered 303 before the backup started
             backup = make("backup", **environ)
-            during = len(saved)
-            wait_until(lambda: len(saved) > during)  # the app saved on, before and after
+            during = len(saved())
+            wait_until(lambda: len(saved()) > during)  # the app saved on, before and after
     finally:
         server.stop()
     assert backup.returncode == 0, backup.stderr
@@ -327,7 +344,7 @@ def test_make_backup_while_the_app_saves_then_a_restore_gives_back_every_row(
         database.close()
     tokens = {row["token"] for row in rows}
     assert tokens >= set(committed)
-    assert tokens <= set(saved)  # nothing but what was saved
+    assert tokens <= set(saved())  # nothing but what was saved
     assert f"restored from {copy}; {len(rows)} submissions" in restore.stdout
     assert all(row["hobbies"] == sorted(VALUES["hobbies"]) for row in rows)  # each row whole
 
@@ -363,7 +380,7 @@ def test_backups_keep_the_last_seven_readable_by_the_apps_user_only(
     monkeypatch.setenv("BACKUP_DIRECTORY", str(folder))
     first = datetime(2026, 1, 1, tzinfo=UTC)
     made = []
-    for day in range(store.BACKUPS_KEPT + 2):
+    for day in range(store.BACKUPS_KEPT + 1):
         monkeypatch.setattr(store, "now", lambda day=day: first + timedelta(days=day))
         made.append(store.backup(database))
     assert sorted(folder.iterdir()) == made[-store.BACKUPS_KEPT :]
