@@ -188,6 +188,21 @@ class Database:
             )
 
 
+def use_wal(connection: sqlite3.Connection) -> None:
+    """Put the file in WAL mode (kept in the file: a no-op once done). Two processes doing it to
+    a new file at once (two migrations): SQLite refuses one at once, without waiting for the
+    lock as it does elsewhere, so it tries again for up to TIMEOUT."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SQLite(Database):
     """An SQLite file: one connection a thread, kept; closed after any fault, so the next
     request opens it afresh (a file restored, a disk remounted)."""
@@ -269,21 +284,6 @@ class SQLite(Database):
         anew, on a new machine, is made as open() makes it: the app's user's alone."""
         with closing(sqlite3.connect(backup)) as source, closing(self.open(check=False)) as db:
             source.backup(db)
-
-
-def use_wal(connection: sqlite3.Connection) -> None:
-    """Put the file in WAL mode (kept in the file: a no-op once done). Two processes doing it to
-    a new file at once (two migrations): SQLite refuses one at once, without waiting for the
-    lock as it does elsewhere, so it tries again for up to TIMEOUT."""
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        try:
-            connection.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as error:
-            if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
 
 
 class PostgreSQL(Database):
@@ -423,15 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands.add_parser("count", help="print how many submissions are stored")
     args = parser.parse_args(argv)
-    # A mistake on the command line is said before the database is touched (exit status 2).
-    if args.command == "restore" and not args.file.is_file():
-        restore.error(f"no such backup: {args.file}")
-    if args.command == "purge" and args.days is None:
-        purge.error("say how old: purge DAYS, or set PURGE_AFTER_DAYS")
-    try:
-        database = connect(threads=1)
-    except ValueError as error:
-        parser.error(str(error))
+    database = connect(threads=1)
     try:
         if args.command == "migrate":
             ran = database.migrate()
@@ -439,9 +431,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "backup":
             print(backup(database))
         elif args.command == "restore":
+            if not args.file.is_file():  # said before the database is touched (exit status 2)
+                restore.error(f"no such backup: {args.file}")
             database.restore(args.file)
             print(f"{database}: restored from {args.file}; {database.count()} submissions")
         elif args.command == "purge":
+            if args.days is None:
+                purge.error("say how old: purge DAYS, or set PURGE_AFTER_DAYS")
             print(f"{database}: deleted {database.purge(args.days)} submissions")
         else:
             print(database.count())
