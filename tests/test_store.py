@@ -414,6 +414,13 @@ def test_a_restore_into_a_new_sqlite_file_makes_it_the_apps_users_alone(tmp_path
     assert mode(folder) == 0o700 and mode(folder / store.FILE_NAME) == 0o600
 
 
+def test_a_backup_of_a_database_not_made_yet_fails_and_makes_none(tmp_path):
+    path = tmp_path / "state" / store.FILE_NAME
+    result = run_store(f"sqlite:///{path}", "backup")
+    assert result.returncode == 1 and "no such file" in result.stderr
+    assert not path.exists()
+
+
 # Purge: submissions older than an age deleted, with their hobbies.
 
 
