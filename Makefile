@@ -112,6 +112,17 @@ bench-proxy: $(VENV)/.dev
 	@command -v wrk >/dev/null || { echo "make bench-proxy needs wrk: apt-get install -y wrk"; exit 1; }
 	$(BIN)/python bench/proxy.py $(if $(INSTANCES),--instances $(INSTANCES))
 
+# A consistent copy of the database while the app serves (store.py: SQLite's backup API, or
+# pg_dump), in $BACKUP_DIRECTORY, else backups/ beside the SQLite file (make run's: data/backups/);
+# the last 7 are kept. Restore: stop the app, `make restore FILE=...`, start it again.
+.PHONY: backup restore
+backup: $(VENV)/.runtime
+	$(BIN)/python -m store backup
+
+restore: $(VENV)/.runtime
+	@test -n "$(FILE)" || { echo "usage: make restore FILE=data/backups/form-TIME.sqlite3 (stop the app first)"; exit 2; }
+	$(BIN)/python -m store restore '$(FILE)'
+
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt

@@ -19,6 +19,7 @@ import sqlite3
 import subprocess  # pg_dump and pg_restore, for backups  # nosec B404
 import sys
 import threading
+import time
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -187,6 +188,21 @@ class Database:
             )
 
 
+def use_wal(connection: sqlite3.Connection) -> None:
+    """Put the file in WAL mode (kept in the file: a no-op once done). Two processes doing it to
+    a new file at once (two migrations): SQLite refuses one at once, without waiting for the
+    lock as it does elsewhere, so it tries again for up to TIMEOUT."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SQLite(Database):
     """An SQLite file: one connection a thread, kept; closed after any fault, so the next
     request opens it afresh (a file restored, a disk remounted)."""
@@ -215,7 +231,7 @@ class SQLite(Database):
         finally:
             os.umask(old_umask)
         try:
-            connection.execute("PRAGMA journal_mode = WAL")  # readers never wait for the writer
+            use_wal(connection)  # readers never wait for the writer
             connection.execute("PRAGMA synchronous = FULL")  # each commit on disk, WAL file synced
             if check:
                 self.check_schema(connection.cursor())
@@ -255,6 +271,8 @@ class SQLite(Database):
 
     def backup(self, target: Path) -> None:
         """Copy the database, consistent, while the app writes to it (SQLite's backup API)."""
+        if not self.path.is_file():  # connect() would make an empty one
+            raise Unavailable(f"SQLite {self.path}: no such file")
         with (
             closing(sqlite3.connect(self.path)) as source,
             closing(sqlite3.connect(target)) as copy,
@@ -262,8 +280,9 @@ class SQLite(Database):
             source.backup(copy)
 
     def restore(self, backup: Path) -> None:
-        """Replace the database's contents with a backup's (stop the app first)."""
-        with closing(sqlite3.connect(backup)) as source, closing(sqlite3.connect(self.path)) as db:
+        """Replace the database's contents with a backup's (stop the app first); a file made
+        anew, on a new machine, is made as open() makes it: the app's user's alone."""
+        with closing(sqlite3.connect(backup)) as source, closing(self.open(check=False)) as db:
             source.backup(db)
 
 
@@ -329,13 +348,24 @@ class PostgreSQL(Database):
 
     def backup(self, target: Path) -> None:
         """Dump the database, consistent, while the app writes to it (pg_dump)."""
-        dump = ["pg_dump", "--format=custom", "--no-owner", f"--file={target}", self.url]
-        subprocess.run(dump, check=True)  # fixed programs, the operator's URL  # nosec B603
+        self.run(["pg_dump", "--format=custom", "--no-owner", f"--file={target}", self.url])
 
     def restore(self, backup: Path) -> None:
-        """Replace the database's contents with a dump's (stop the app first)."""
-        restore = ["pg_restore", "--clean", "--if-exists", "--no-owner", f"--dbname={self.url}"]
-        subprocess.run([*restore, str(backup)], check=True)  # nosec
+        """Replace the database's contents with a dump's (stop the app first), all or nothing."""
+        restore = ["pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction"]
+        self.run([*restore, f"--dbname={self.url}", str(backup)])
+
+    @staticmethod
+    def run(command: list[str]) -> None:
+        """Run pg_dump or pg_restore, as PATH finds them: they must be of the server's major
+        version or newer (Debian: postgresql-client, or /usr/lib/postgresql/N/bin first on PATH)."""
+        try:
+            # Fixed programs, with the operator's own URL and file.
+            subprocess.run(command, check=True)  # nosec
+        except FileNotFoundError as error:
+            raise Unavailable(f"{command[0]} not found: install PostgreSQL's client") from error
+        except subprocess.CalledProcessError as error:  # it has said why, on stderr
+            raise Unavailable(f"{command[0]} failed ({error.returncode})") from error
 
 
 def backups_folder(database) -> Path:
@@ -358,6 +388,9 @@ def backup(database) -> Path:
     old_umask = os.umask(0o077)
     try:
         database.backup(partial)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     finally:
         os.umask(old_umask)
     partial.rename(target)  # only whole copies carry the name
@@ -381,7 +414,13 @@ def main(argv: list[str] | None = None) -> int:
     restore = commands.add_parser("restore", help="replace the contents with a backup's")
     restore.add_argument("file", type=Path)
     purge = commands.add_parser("purge", help="delete submissions older than DAYS")
-    purge.add_argument("days", type=days, nargs="?", default=os.environ.get("PURGE_AFTER_DAYS"))
+    purge.add_argument(
+        "days",
+        type=days,  # argparse gives it the default too: PURGE_AFTER_DAYS is checked as DAYS is
+        nargs="?",
+        default=os.environ.get("PURGE_AFTER_DAYS"),
+        help="a whole number of days (default: $PURGE_AFTER_DAYS)",
+    )
     commands.add_parser("count", help="print how many submissions are stored")
     args = parser.parse_args(argv)
     database = connect(threads=1)
@@ -392,18 +431,17 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "backup":
             print(backup(database))
         elif args.command == "restore":
-            if not args.file.is_file():
-                parser.error(f"no such backup: {args.file}")
+            if not args.file.is_file():  # said before the database is touched (exit status 2)
+                restore.error(f"no such backup: {args.file}")
             database.restore(args.file)
             print(f"{database}: restored from {args.file}; {database.count()} submissions")
         elif args.command == "purge":
             if args.days is None:
-                parser.error("say how old: purge DAYS, or set PURGE_AFTER_DAYS")
-            older_than = days(args.days) if isinstance(args.days, str) else args.days
-            print(f"{database}: deleted {database.purge(older_than)} submissions")
+                purge.error("say how old: purge DAYS, or set PURGE_AFTER_DAYS")
+            print(f"{database}: deleted {database.purge(args.days)} submissions")
         else:
             print(database.count())
-    except Unavailable as error:
+    except (Unavailable, sqlite3.Error) as error:  # sqlite3's: a backup file that is not one
         sys.exit(f"store {args.command}: {error}")
     finally:
         database.close()

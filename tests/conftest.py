@@ -48,16 +48,20 @@ def postgres():
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    """The URL of an empty, migrated database of the test's own: SQLite, then PostgreSQL."""
+def empty_database_url(request, tmp_path):
+    """The URL of an empty database of the test's own, not migrated: SQLite, then PostgreSQL."""
     if request.param == "sqlite":
-        url = sqlite_url(tmp_path)
-    else:
-        url = request.getfixturevalue("postgres").create()
-    database = store.connect(url)
+        return sqlite_url(tmp_path)
+    return request.getfixturevalue("postgres").create()
+
+
+@pytest.fixture
+def database_url(empty_database_url):
+    """The URL of an empty, migrated database of the test's own: SQLite, then PostgreSQL."""
+    database = store.connect(empty_database_url)
     database.migrate()
     database.close()
-    return url
+    return empty_database_url
 
 
 @pytest.fixture

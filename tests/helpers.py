@@ -312,3 +312,25 @@ def stop_unread(process: subprocess.Popen, read_end: int) -> int:
     reader.join(10)
     os.close(read_end)
     return status
+
+
+def run_store(url: str, *args: str, **environ: str) -> subprocess.CompletedProcess:
+    """Run `python -m store ARGS` as an operator does, on the database at url; its output as
+    text. environ is laid over this process's environment."""
+    env = {**os.environ, "DATABASE_URL": url, **environ}
+    command = [sys.executable, "-m", "store", *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def stored(database) -> list[dict]:
+    """Return the stored submissions, in the order saved: each one's columns, and its hobbies
+    (sorted) under "hobbies"."""
+    with database.transaction() as cursor:
+        cursor.execute("SELECT * FROM submission ORDER BY id")
+        names = [column[0] for column in cursor.description]
+        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        cursor.execute("SELECT submission_id, hobby FROM submission_hobby")
+        hobbies = cursor.fetchall()
+    for row in rows:
+        row["hobbies"] = sorted(hobby for owner, hobby in hobbies if owner == row["id"])
+    return rows

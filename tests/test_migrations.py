@@ -1,0 +1,236 @@
+"""Schema changes, once per deploy (`python -m store migrate`), on SQLite and on a real PostgreSQL:
+an empty database gets the schema, a second run does nothing, two at once apply it once, the app
+waits for it without crashing, and the README's recipe for a new field upgrades a database made
+by the schema before it, keeping every row.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from helpers import example, fill, hobbies_shown, result_line, run_store, stored, submitted
+
+import app
+import store
+from deploy.servers import ROOT
+
+VALUES = app.validate(submitted())[0]  # the example submission, cleaned, as the app saves it
+
+
+def versions(url: str) -> list[int]:
+    """Return the schema versions a database has recorded, each time it was recorded."""
+    database = store.connect(url)
+    try:
+        with database.transaction(check=False) as cursor:
+            cursor.execute("SELECT version FROM schema_version ORDER BY version")
+            return [version for (version,) in cursor.fetchall()]
+    finally:
+        database.close()
+
+
+def test_migrate_makes_the_schema_of_an_empty_database_and_records_its_version(
+    empty_database_url,
+):
+    result = run_store(empty_database_url, "migrate")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith(f": schema at version {len(store.MIGRATIONS)}; ran [1]\n")
+    assert versions(empty_database_url) == list(range(1, len(store.MIGRATIONS) + 1))
+    database = store.connect(empty_database_url)
+    try:
+        database.save("t" * 22, VALUES)  # the schema the code needs is there
+        assert database.count() == 1
+    finally:
+        database.close()
+
+
+def test_migrate_run_again_changes_nothing(database_url):
+    database = store.connect(database_url)
+    try:
+        database.save("t" * 22, VALUES)
+        result = run_store(database_url, "migrate")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.endswith("; ran none\n")
+        assert versions(database_url) == list(range(1, len(store.MIGRATIONS) + 1))
+        assert [row["token"] for row in stored(database)] == ["t" * 22]
+    finally:
+        database.close()
+
+
+# Each process imports store, says it is ready, and migrates when told: all at once.
+MIGRATE_WHEN_TOLD = (
+    "import store, sys; print('ready', flush=True); sys.stdin.readline(); "
+    "sys.exit(store.main(['migrate']))"
+)
+
+
+def test_migrations_run_at_once_by_several_processes_apply_once(empty_database_url):
+    env = {**os.environ, "DATABASE_URL": empty_database_url}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", MIGRATE_WHEN_TOLD],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    try:
+        for process in processes:
+            assert process.stdout.readline() == "ready\n"
+        for process in processes:  # released together
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        results = [process.communicate(timeout=60) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert [process.returncode for process in processes] == [0, 0, 0], [e for _, e in results]
+    said = sorted(out.rsplit("; ", 1)[1] for out, _ in results)
+    assert said == ["ran [1]\n", "ran none\n", "ran none\n"]
+    assert versions(empty_database_url) == [1]
+
+
+def test_the_app_refuses_an_unmigrated_database_and_saves_once_migrated(
+    testapp, empty_database_url, monkeypatch, log
+):
+    database = store.connect(empty_database_url)
+    monkeypatch.setattr(app, "DATABASE", database)
+    try:
+        form = fill(testapp.get("/").form)
+        res = form.submit(status=503)  # not a crash: the person's values are kept
+        assert res.headers["Retry-After"] == str(app.RETRY_SECONDS)
+        assert res.html.find(id="unsaved") is not None
+        assert res.form["age"].value == VALUES["age"]
+        testapp.get(f"/saved/{form['token'].value}", status=503)
+        testapp.get("/", status=200)
+        testapp.get("/healthz", status=200)
+        refusals = [line for line in log() if "python -m store migrate" in line]
+        assert len(refusals) == 2 and refusals[0].startswith("ERROR:app:not saved: ")
+
+        assert run_store(empty_database_url, "migrate").returncode == 0
+        saved = res.form.submit(status=303).follow(status=200)  # the same process: no restart
+        assert result_line(saved) == f"Age: {VALUES['age']} {hobbies_shown(VALUES['hobbies'])}"
+        assert [row["token"] for row in stored(database)] == [form["token"].value]
+    finally:
+        database.close()
+
+
+# The README's recipe for a field ("Changing the form"), a required name, applied to a copy of
+# the checkout edit by edit: (file, the text it replaces, the text it puts there). Each text is
+# found exactly once, so a change to the code the recipe edits fails here first.
+NAME_RULE = """\
+    name = first(form, "name")  # the value, stripped; "" if it was not sent
+    if not name or len(name) > 50:
+        errors["name"] = "Enter your name, up to 50 characters."
+"""
+NAME_INPUT = """\
+  <p>
+    <label for="name">Name</label>
+    <input type="text" id="name" name="name" value="{{values['name']}}" autocomplete="name"\
+{{!error_for("name")}}>
+    % if "name" in errors:
+    <span class="error" id="name-error">{{errors["name"]}}</span>
+    % end
+  </p>
+"""
+RECIPE = [
+    (
+        "app.py",
+        'EXAMPLE = {"age": ["34"], "hobbies": list(HOBBIES)}',
+        'EXAMPLE = {"name": ["Ada"], "age": ["34"], "hobbies": list(HOBBIES)}',
+    ),
+    (
+        "app.py",
+        '    return {"age": age, "hobbies": chosen}, errors\n',
+        NAME_RULE + '    return {"name": name, "age": age, "hobbies": chosen}, errors\n',
+    ),
+    ("views/form.tpl", '  <p>\n    <label for="age">', NAME_INPUT + '  <p>\n    <label for="age">'),
+    (
+        "views/saved.tpl",
+        '<p id="result">Age: ',
+        '<p id="result">Name: {{values["name"] or "Empty"}}<br>\n  Age: ',
+    ),
+    (
+        "store.py",
+        "\n]\nTYPES = {",
+        '\n    ["ALTER TABLE submission ADD COLUMN name text"],  # 2: a name\n]\nTYPES = {',
+    ),
+]
+
+# The copy's app, in a process of its own, driven as a person would: a form without the name is
+# refused; with it, saved and shown; a submission saved before the name existed is shown too.
+USE_THE_COPY = """\
+import json, sys
+import webtest
+import app
+
+testapp = webtest.TestApp(app.application)
+result = lambda res: " ".join(res.html.find(id="result").get_text().split())
+form = testapp.get("/").form
+form["age"] = "34"
+refused = form.submit(status=422)
+refused.form["name"] = "Ada"
+saved = refused.form.submit(status=303).follow(status=200)
+old = testapp.get("/saved/" + sys.argv[1], status=200)
+print(json.dumps({"refused": refused.status, "new": result(saved), "old": result(old)}))
+"""
+
+
+def test_the_readmes_recipe_for_a_field_upgrades_a_database_of_the_previous_schema(
+    testapp, database, database_url, tmp_path
+):
+    # A database made by the current schema, with what the current app saved in it.
+    for changes in [{}, {"age": [""], "hobbies": []}]:
+        fill(testapp.get("/").form, **changes).submit(status=303)
+    before = stored(database)
+
+    copy = tmp_path / "checkout"
+    copy.mkdir()
+    for path in ROOT.glob("*.py"):
+        shutil.copy(path, copy)
+    for folder in ["views", "static"]:
+        shutil.copytree(ROOT / folder, copy / folder)
+    for name, text, replacement in RECIPE:
+        source = (copy / name).read_text()
+        assert source.count(text) == 1, f"{name}: the recipe's place is gone: {text!r}"
+        (copy / name).write_text(source.replace(text, replacement))
+
+    environ = {**os.environ, "DATABASE_URL": database_url}
+    migrate = subprocess.run(
+        [sys.executable, "-m", "store", "migrate"],
+        cwd=copy,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert migrate.returncode == 0, migrate.stderr
+    assert migrate.stdout.endswith("schema at version 2; ran [2]\n")
+    assert stored(database) == [{**row, "name": None} for row in before]  # every row kept
+
+    used = subprocess.run(
+        [sys.executable, "-c", USE_THE_COPY, before[0]["token"]],
+        cwd=copy,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert used.returncode == 0, used.stderr
+    shown = json.loads(used.stdout)
+    assert shown["refused"] == "422 Unprocessable Entity"
+    assert shown["new"] == f"Name: Ada Age: 34 {hobbies_shown([])}"
+    assert shown["old"] == f"Name: Empty Age: {VALUES['age']} {hobbies_shown(VALUES['hobbies'])}"
+    assert stored(database)[-1]["name"] == "Ada"
+
+    # An instance still running the previous code (a deploy under way) saves on the new schema.
+    saved = testapp.post("/", example(), status=303).follow(status=200)
+    assert result_line(saved) == f"Age: {VALUES['age']} {hobbies_shown(VALUES['hobbies'])}"
+    assert stored(database)[-1]["name"] is None
