@@ -130,6 +130,8 @@ def show_saved(token):
         response.status = 404
         return render_error(response.status_line, NOT_SAVED)
     received, values = saved
+    order = list(HOBBIES)  # the form's order; a hobby since taken off the form comes last
+    values["hobbies"].sort(key=lambda value: order.index(value) if value in order else len(order))
     return page(
         "saved", "Saved: " + TITLE, heading=TITLE, hobbies=HOBBIES, values=values, received=received
     )

@@ -164,6 +164,15 @@ RECIPE = [
     ),
 ]
 
+
+def test_the_readme_shows_the_recipe_that_this_file_runs():
+    readme = (ROOT / "README.md").read_text()
+    shown = [NAME_RULE, NAME_INPUT, RECIPE[0][2], RECIPE[3][2], RECIPE[4][2]]
+    for line in "\n".join(shown).splitlines():
+        if line.strip() not in ("]", "TYPES = {", "Age:"):  # the text around the edits
+            assert line.strip() in readme, line
+
+
 # The copy's app, in a process of its own, driven as a person would: a form without the name is
 # refused; with it, saved and shown; a submission saved before the name existed is shown too.
 USE_THE_COPY = """\

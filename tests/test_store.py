@@ -545,3 +545,10 @@ def test_the_database_file_and_its_folder_are_the_apps_users_alone(
         database.close()
     assert mode(folder) == 0o700
     assert files == {name: 0o600 for name in [store.FILE_NAME, *WAL_FILES]}
+
+
+def test_the_saved_page_shows_the_hobbies_in_the_forms_order(testapp, database, monkeypatch):
+    # Stored in whatever order the database returns them; shown as the form lists them.
+    monkeypatch.setattr(app, "HOBBIES", {"tunning": "Auto Tuning", "software": "Software"})
+    res = fill(testapp.get("/").form).submit(status=303).follow()
+    assert result_line(res).endswith("Hobbies: Auto Tuning, Software")
