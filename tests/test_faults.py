@@ -140,7 +140,14 @@ def serve(url: str, log: Path, command: str | None = None):
 def in_namespace(server, *command: str) -> str:
     """Run a command in the server's mount namespace, with its environment; return its output."""
     return subprocess.run(
-        ["nsenter", f"--target={server.process.pid}", "--mount", f"--wd={ROOT}", *command],
+        [
+            "nsenter",
+            f"--target={server.process.pid}",
+            "--mount",
+            "--root",
+            f"--wd={ROOT}",
+            *command,
+        ],
         check=True,
         capture_output=True,
         text=True,
