@@ -4,8 +4,9 @@ DATABASE_URL chooses the database: unset, an SQLite file in the app's state fold
 $STATE_DIRECTORY, else data/ in the checkout); `sqlite:////absolute/path`; or `postgresql://...`.
 A save is committed before the app answers: SQLite in WAL mode with synchronous=FULL, PostgreSQL
 with its default synchronous commit. The form's one-time token is unique, so a resent POST stores
-nothing twice. Any fault of the database raises Unavailable within TIMEOUT seconds: the app answers
-503 with the values kept, and the next request tries again.
+nothing twice. Any fault of the database raises Unavailable within TIMEOUT seconds (half a second
+more for a PostgreSQL server that answers nothing at all): the app answers 503 with the values
+kept, and the next request tries again, on a connection opened afresh if the fault broke it.
 
 The schema changes once per deploy, never by the instances at start: `python -m store migrate`
 (the Procfile's release: line, the form-app-task@migrate unit, `make run`). The same command line
@@ -15,6 +16,7 @@ backs up, restores and purges: `python -m store --help`.
 import argparse
 import os
 import re
+import socket
 import sqlite3
 import subprocess  # pg_dump and pg_restore, for backups  # nosec B404
 import sys
@@ -29,6 +31,13 @@ FILE_NAME = "form.sqlite3"
 # How long a save may wait for the database (a lock, a connection) before the app answers 503:
 # under nginx's proxy_read_timeout (3 s, deploy/form-app.conf), so the person gets the app's page.
 TIMEOUT = 2.0
+# The command line's wait for a lock or a statement (migrate, purge): an operator's work may take
+# longer, and no proxy waits for it.
+COMMAND_TIMEOUT = 600.0
+# A PostgreSQL server that answers nothing at all (frozen, or its host gone while its kernel still
+# acknowledges) is cut off this long after the timeout: no libpq timeout covers it (Watchdog).
+CUT_OFF_AFTER = 0.5
+LOCK_TRY = 0.05  # SQLite: how long each try to take the write lock waits (begin_writing)
 BACKUPS_KEPT = 7  # `backup` deletes the oldest of its copies beyond these
 
 # The schema, one migration a version, each a list of statements run in one transaction; a
@@ -89,13 +98,16 @@ def database_url() -> str:
     return f"sqlite:///{folder / FILE_NAME}"
 
 
-def connect(url: str | None = None, threads: int = 4) -> "SQLite | PostgreSQL":
-    """Return the database DATABASE_URL (or url) names; nothing is opened until first used."""
+def connect(
+    url: str | None = None, threads: int = 4, timeout: float = TIMEOUT
+) -> "SQLite | PostgreSQL":
+    """Return the database DATABASE_URL (or url) names; nothing is opened until first used.
+    Each transaction waits `timeout` seconds at most (a lock, a connection, a statement)."""
     url = url or database_url()
     if url.startswith("sqlite:///"):
-        return SQLite(Path(url.removeprefix("sqlite:///")))
+        return SQLite(Path(url.removeprefix("sqlite:///")), timeout)
     if url.startswith(("postgresql://", "postgres://")):
-        return PostgreSQL(url, threads)
+        return PostgreSQL(url, threads, timeout)
     raise ValueError("DATABASE_URL must start with sqlite:/// or postgresql://")
 
 
@@ -133,7 +145,7 @@ class Database:
 
     def find(self, token: str) -> tuple[datetime, dict] | None:
         """Return when a submission was received and its values, or None if none has the token."""
-        with self.transaction() as cursor:
+        with self.transaction(lock=False) as cursor:
             cursor.execute(self.sql(FIND), [token])
             row = cursor.fetchone()
             if row is None:
@@ -144,7 +156,7 @@ class Database:
         return self.from_time(row["received"]), saved_values(row, hobbies)
 
     def count(self) -> int:
-        with self.transaction() as cursor:
+        with self.transaction(lock=False) as cursor:
             cursor.execute(COUNT)
             return cursor.fetchone()[0]
 
@@ -208,11 +220,16 @@ class SQLite(Database):
     request opens it afresh (a file restored, a disk remounted)."""
 
     kind = "sqlite"
-    errors = sqlite3.Error
+    errors = (sqlite3.Error, OSError)  # OSError: its folder cannot be made
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, timeout: float = TIMEOUT):
         self.path = path
+        self.timeout = timeout
         self.local = threading.local()
+        # One writer a process, the others waiting here: SQLite lets one at a time anyway, and
+        # a thread waiting for a threading.Lock is woken the moment it is free, where SQLite's
+        # lock is only asked for again and again (begin_writing).
+        self.writer = threading.Lock()
 
     def __str__(self):
         return str(self.path)
@@ -227,7 +244,7 @@ class SQLite(Database):
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         old_umask = os.umask(0o077)  # the file and its -wal and -shm: the app's user's alone
         try:
-            connection = sqlite3.connect(self.path, timeout=TIMEOUT, isolation_level=None)
+            connection = sqlite3.connect(self.path, timeout=LOCK_TRY, isolation_level=None)
         finally:
             os.umask(old_umask)
         try:
@@ -242,13 +259,19 @@ class SQLite(Database):
 
     @contextmanager
     def transaction(self, lock: bool = True, check: bool = True):
-        """Run a transaction on this thread's connection; IMMEDIATE takes the write lock at once,
-        waiting up to TIMEOUT for it, so it cannot fail half-way on a lock."""
-        connection = getattr(self.local, "connection", None)
+        """Run a transaction on this thread's connection; when lock, IMMEDIATE takes the write
+        lock at once, so that it cannot fail half-way on a lock. It waits self.timeout at most."""
+        deadline = time.monotonic() + self.timeout
+        if lock and not self.writer.acquire(timeout=self.timeout):
+            raise Unavailable(f"SQLite {self.path}: no turn to write in {self.timeout} s")
         try:
+            connection = getattr(self.local, "connection", None)
             if connection is None:
                 connection = self.local.connection = self.open(check)
-            connection.execute("BEGIN IMMEDIATE" if lock else "BEGIN")
+            if lock:
+                begin_writing(connection, deadline)
+            else:
+                connection.execute("BEGIN")
             try:
                 yield connection.cursor()
                 connection.execute("COMMIT")
@@ -256,12 +279,15 @@ class SQLite(Database):
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
                 raise
-        except sqlite3.Error as error:
+        except self.errors as error:
             self.close()
             raise Unavailable(f"SQLite {self.path}: {error}") from error
         except Unavailable:
             self.close()
             raise
+        finally:
+            if lock:
+                self.writer.release()
 
     def close(self) -> None:
         """Close this thread's connection; the next transaction opens another."""
@@ -286,30 +312,54 @@ class SQLite(Database):
             source.backup(db)
 
 
+def begin_writing(connection: sqlite3.Connection, deadline: float) -> None:
+    """Take SQLite's write lock (BEGIN IMMEDIATE), trying until the deadline. SQLite's own wait
+    asks again further and further apart, up to 100 ms: at full load, a writer that had waited
+    long lost its turn to those that had just come, until it gave up ("database is locked").
+    Each try here waits LOCK_TRY at most, asking from 1 ms apart again."""
+    while True:
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as error:
+            busy = error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() >= deadline:
+                raise
+
+
 class PostgreSQL(Database):
     """A PostgreSQL server: one pool of connections a process, as many as Waitress's threads."""
 
     kind = "postgresql"
     marker = "%s"
 
-    def __init__(self, url: str, threads: int):
+    def __init__(self, url: str, threads: int, timeout: float = TIMEOUT):
         import psycopg
         import psycopg_pool
 
         self.url = url
         self.errors = (psycopg.Error, psycopg_pool.PoolTimeout)
-        # Timeouts bound a save: reaching the server, a lock or a slow statement, a free connection.
+        # Timeouts bound a save: a free connection, reaching the server (TIMEOUT, even for the
+        # command line: a server down is said at once), a lock or a slow statement (timeout).
         self.pool = psycopg_pool.ConnectionPool(
             url,
             min_size=1,
             max_size=threads,
             open=False,
             timeout=TIMEOUT,
-            kwargs={"connect_timeout": 2, "options": f"-c statement_timeout={int(TIMEOUT * 1000)}"},
-            check=psycopg_pool.ConnectionPool.check_connection,  # one that broke is replaced
+            # A failed connection is tried again for this long, then anew when a save needs one:
+            # by default the pool backs off for minutes, and a server back up would go unused.
+            reconnect_timeout=TIMEOUT,
+            kwargs={
+                "connect_timeout": round(TIMEOUT),
+                "options": f"-c statement_timeout={round(timeout * 1000)}",
+            },
+            check=self.check_connection,  # one that broke while idle is replaced before use
             configure=self.configure,
         )
         self.opened = threading.Lock()
+        self.watchdog = Watchdog(timeout + CUT_OFF_AFTER)
+        self.local = threading.local()  # this thread's transaction's deadline
 
     def __str__(self):
         return re.sub(r"//[^@/]*@", "//", self.url)  # without a password
@@ -323,16 +373,31 @@ class PostgreSQL(Database):
     def configure(self, connection) -> None:
         connection.autocommit = True  # transactions are explicit, below
 
+    def check_connection(self, connection) -> None:
+        """Check a connection from the pool (a round trip), within the transaction's deadline.
+        One broken: the others, idle beside it, most likely are too (the server restarted), and
+        are all replaced at once; the pool would try each in turn, waiting longer after each."""
+        try:
+            with self.watchdog.watch(connection, self.local.deadline):
+                connection.execute("")
+        except Exception:
+            self.pool.drain()
+            raise
+
     @contextmanager
     def transaction(self, lock: bool = True, check: bool = True):
-        """Run a transaction on a pooled connection; the migration lock when lock and not check."""
+        """Run a transaction on a pooled connection; the migration lock when lock and not check.
+        All of it, the wait for a connection included, is cut off after the watchdog's time."""
         with self.opened:
-            if self.pool.closed:
-                self.pool.open(
-                    wait=False
-                )  # connects in the background: a server down is no failure
+            if self.pool.closed:  # connects in the background: a server down is no failure
+                self.pool.open(wait=False)
+        self.local.deadline = deadline = time.monotonic() + self.watchdog.seconds
         try:
-            with self.pool.connection() as connection, connection.transaction():
+            with (
+                self.pool.connection() as connection,
+                self.watchdog.watch(connection, deadline),
+                connection.transaction(),
+            ):
                 cursor = connection.cursor()
                 if not check:  # a migration: one at a time, whoever runs it
                     cursor.execute("SELECT pg_advisory_xact_lock(4242)")
@@ -366,6 +431,66 @@ class PostgreSQL(Database):
             raise Unavailable(f"{command[0]} not found: install PostgreSQL's client") from error
         except subprocess.CalledProcessError as error:  # it has said why, on stderr
             raise Unavailable(f"{command[0]} failed ({error.returncode})") from error
+
+
+class Watchdog:
+    """Cuts off the connection of a save that has outlived its deadline.
+
+    A server that takes what it is sent and never answers (a frozen process, a host that hangs
+    while its kernel still acknowledges, a network that drops replies) would hold a thread for
+    ever: statement_timeout is the server's own, and libpq's tcp_user_timeout and keepalives see
+    nothing wrong. Shutting the socket down ends the wait at once with an error; the pool then
+    replaces the connection. One thread for the process, looking a few times a second.
+    """
+
+    TICK = 0.1  # seconds between two looks
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds  # how long a transaction may last
+        self.deadlines: dict = {}  # connection -> time.monotonic() it must be done by
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    @contextmanager
+    def watch(self, connection, deadline: float):
+        """Cut the connection off if this block runs past the deadline; say so if it did."""
+        import psycopg
+
+        with self.lock:
+            self.deadlines[connection] = deadline
+            if self.thread is None:
+                self.thread = threading.Thread(target=self.run, name="watchdog", daemon=True)
+                self.thread.start()
+        try:
+            yield
+        except psycopg.OperationalError as error:
+            if connection not in self.deadlines:
+                raise psycopg.OperationalError(
+                    f"no answer from the server in {self.seconds} s: the connection was cut off"
+                ) from error
+            raise
+        finally:
+            with self.lock:  # once out, the connection is never cut: the pool may hand it on
+                self.deadlines.pop(connection, None)
+
+    def run(self) -> None:
+        while True:
+            time.sleep(self.TICK)
+            with self.lock:
+                now = time.monotonic()
+                for connection in [c for c, end in self.deadlines.items() if end <= now]:
+                    del self.deadlines[connection]
+                    cut_off(connection)
+
+
+def cut_off(connection) -> None:
+    """Shut a connection's socket down: whoever waits on it gets an error at once. Its file
+    descriptor stays open (its owner closes it), so the number cannot go to another file."""
+    try:
+        with socket.socket(fileno=os.dup(connection.pgconn.socket)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except Exception:  # closed already, by the error it just had: nothing to cut  # nosec B110
+        pass
 
 
 def backups_folder(database) -> Path:
@@ -423,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands.add_parser("count", help="print how many submissions are stored")
     args = parser.parse_args(argv)
-    database = connect(threads=1)
+    database = connect(threads=1, timeout=COMMAND_TIMEOUT)
     try:
         if args.command == "migrate":
             ran = database.migrate()
