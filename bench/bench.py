@@ -221,8 +221,8 @@ def report(args, measured_on: str, firsts: dict, results: dict, stored: dict) ->
     lines += [
         "Stored: "
         + "; ".join(
-            f"{target} {rows} rows for {posts} POSTs answered"
-            for target, (rows, posts) in stored.items()
+            f"{target} {kept} rows for {posts} POSTs answered"
+            for target, (kept, posts) in stored.items()
         )
         + ".",
         "",
@@ -369,7 +369,7 @@ def main():
         record(args.output, text)
     if any(result["status_errors"] for result in results.values()):
         sys.exit("some answers were errors (4xx, 5xx): see the table")
-    if any(rows < posts for rows, posts in stored.values()):
+    if any(kept < posts for kept, posts in stored.values()):
         sys.exit("fewer rows stored than POSTs answered: see the table")
 
 

@@ -112,25 +112,28 @@ def migrated(url: str) -> str:
     return url
 
 
-def measure(counts: list[int], rounds: int, seconds: int) -> tuple[dict, dict, dict]:
+def count_rows(url: str) -> int:
+    """Return how many submissions a database holds."""
+    database = store.connect(url, threads=1)
+    try:
+        return database.count()
+    finally:
+        database.close()
+
+
+def measure(counts: list[int], rounds: int, seconds: int) -> tuple[dict, float, dict]:
     """Return the median results by (database, instances, method), the durable commits' median,
     and the rows stored and POSTs answered by (database, instances); cells run side by side."""
     postgres = start_postgres()
-    with tempfile.TemporaryDirectory(prefix="form-bench-proxy-") as folder:
-        folder = Path(folder)
-        urls = {}
-        for count in counts:
-            urls["sqlite", count] = migrated(f"sqlite:///{folder / f'{count}.sqlite3'}")
-            urls["postgresql", count] = migrated(postgres.create())
-        proxies = {}
-        try:
-            for setting, url in urls.items():
-                (folder / "-".join(map(str, setting))).mkdir()
-                proxies[setting] = start_proxy(
-                    folder / "-".join(map(str, setting)),
-                    environ={"WEB_CONCURRENCY": str(setting[1]), "DATABASE_URL": url},
-                )
+    try:
+        with tempfile.TemporaryDirectory(prefix="form-bench-proxy-") as folder:
+            folder = Path(folder)
+            urls = {}
+            for count in counts:
+                urls["sqlite", count] = migrated(f"sqlite:///{folder / f'{count}.sqlite3'}")
+                urls["postgresql", count] = migrated(postgres.create())
             posts = dict.fromkeys(urls, 0)
+            proxies = {}
 
             def run(cell, seconds: int) -> dict:
                 if cell == "commit":
@@ -140,21 +143,26 @@ def measure(counts: list[int], rounds: int, seconds: int) -> tuple[dict, dict, d
                 posts[tuple(setting)] += result["requests"] if method == "POST" else 0
                 return result
 
-            cells = [(*setting, method) for setting in urls for method in METHODS]
-            runs = {cell: [] for cell in [*cells, "commit"]}
-            for cell in runs:  # warm-up: connections, caches, the app's first renders
-                run(cell, WARM_UP_SECONDS)
-            for _ in range(rounds):
-                for cell, results in runs.items():
-                    results.append(run(cell, seconds))
-        finally:
-            for proxy in proxies.values():
-                proxy.server.stop()
-            stored = {setting: store.connect(url, threads=1) for setting, url in urls.items()}
             try:
-                stored = {setting: (db.count(), posts[setting]) for setting, db in stored.items()}
+                for setting, url in urls.items():
+                    run_dir = folder / "-".join(map(str, setting))
+                    run_dir.mkdir()
+                    proxies[setting] = start_proxy(
+                        run_dir, environ={"WEB_CONCURRENCY": str(setting[1]), "DATABASE_URL": url}
+                    )
+                cells = [(*setting, method) for setting in urls for method in METHODS]
+                runs = {cell: [] for cell in [*cells, "commit"]}
+                for cell in runs:  # warm-up: connections, caches, the app's first renders
+                    run(cell, WARM_UP_SECONDS)
+                for _ in range(rounds):
+                    for cell, results in runs.items():
+                        results.append(run(cell, seconds))
             finally:
-                postgres.close()
+                for proxy in proxies.values():
+                    proxy.server.stop()
+            stored = {setting: (count_rows(url), posts[setting]) for setting, url in urls.items()}
+    finally:
+        postgres.close()
     commits = statistics.median(run["rps"] for run in runs.pop("commit"))
     medians = {
         cell: {
@@ -223,15 +231,15 @@ def main():
     print(
         "Stored: "
         + "; ".join(
-            f"{database} {count} instance(s) {rows} rows for {posts} POSTs answered"
-            for (database, count), (rows, posts) in stored.items()
+            f"{database} {count} instance(s) {kept} rows for {posts} POSTs answered"
+            for (database, count), (kept, posts) in stored.items()
         )
         + "."
     )
     if args.instances > 1:
         print()
         print("\n".join(verdicts(results, args.instances, commits)))
-    if any(rows < posts for rows, posts in stored.values()):
+    if any(kept < posts for kept, posts in stored.values()):
         sys.exit("fewer rows stored than POSTs answered: see above")
 
 
