@@ -12,7 +12,8 @@ import subprocess
 import sys
 
 import pytest
-from helpers import require
+from databases import postgres_programs
+from helpers import require, skip_unless_ci
 
 from deploy.servers import ROOT
 
@@ -87,6 +88,9 @@ def test_every_target_answers_the_bench_as_the_form_does_and_stores_each_post(tm
 
 @pytest.mark.stress
 def test_a_short_proxy_run_measures_one_and_two_instances_on_each_database():
+    require("nginx")
+    if postgres_programs() is None:  # the bench starts one, as tests/databases.py does
+        skip_unless_ci("initdb not found: install PostgreSQL with `apt-get install postgresql`")
     stdout = run("bench/proxy.py", "--instances", "2", "--seconds=1", "--rounds=1")
     rows = [line.strip("|").split("|") for line in stdout.splitlines() if line.startswith("| ")]
     cells = {tuple(cell.strip() for cell in row[:3]): row for row in rows[1:]}
