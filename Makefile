@@ -100,14 +100,16 @@ fuzz: $(VENV)/.dev
 	FUZZ_EXAMPLES=$(EXAMPLES) $(BIN)/pytest $(PARALLEL) tests/test_fuzz.py
 
 # What one request costs the app on one core, against the floor, the seed and the same form in
-# Flask (bench/bench.py); it rewrites the table in docs/benchmark.md. Numbers, not pass/fail:
-# tests/test_bench.py runs it for a second a cell. Needs wrk.
+# Flask, and what storing a POST costs: against the app with a store that keeps nothing and the
+# disk's durable SQLite commits (bench/bench.py); it rewrites the table in docs/benchmark.md.
+# Numbers, not pass/fail: tests/test_bench.py runs it for a second a cell. Needs wrk.
 bench: $(VENV)/.dev
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install -y wrk"; exit 1; }
 	$(BIN)/python -m bench.bench --output docs/benchmark.md
 
-# What several instances buy: through nginx with 1 and with N instances (bench/proxy.py;
-# N is the number of CPUs, or `make bench-proxy INSTANCES=4`).
+# What several instances buy: through nginx with 1 and with N instances, storing in one SQLite
+# file and in one PostgreSQL that it starts (bench/proxy.py; N is the number of CPUs, or
+# `make bench-proxy INSTANCES=4`). Needs wrk, nginx and PostgreSQL.
 bench-proxy: $(VENV)/.dev
 	@command -v wrk >/dev/null || { echo "make bench-proxy needs wrk: apt-get install -y wrk"; exit 1; }
 	$(BIN)/python bench/proxy.py $(if $(INSTANCES),--instances $(INSTANCES))

@@ -1,13 +1,19 @@
-"""`make bench`: what a request costs the app on one core, against the floor, the seed and Flask.
+"""`make bench`: what a request costs the app on one core, against the floor, the seed and Flask,
+and what storing a submission costs it.
 
 Each target is a WSGI callable served by the Procfile's own command line (only `app:application`
 replaced), pinned to CPU 0. wrk, pinned to CPU 1, loads it over keep-alive connections with
-GET / and with POST / of app.EXAMPLE, in interleaved rounds; the report gives the medians, the
-server's CPU time per request and the error counts, in Markdown. docs/benchmark.md says how to
-read it. Run it from the repository as `python -m bench.bench`.
+GET / and with POST / of app.EXAMPLE, in interleaved rounds, after a warm-up; the report gives
+the medians, the server's CPU time per request and the error counts, in Markdown. The POSTs
+carry no token, so the app (and the Flask peer) make one for each and store each as a new row,
+in SQLite files of their own in a temporary folder; a round also measures how many durable
+SQLite commits that folder's file system takes one at a time, the most a design that commits
+each save can reach. docs/benchmark.md says how to read it. Run it from the repository as
+`python -m bench.bench`.
 """
 
 import argparse
+import collections
 import datetime
 import functools
 import http.client
@@ -17,29 +23,39 @@ import os
 import platform
 import re
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
+from contextlib import closing
 from importlib.metadata import version
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
-from deploy.servers import Server, procfile_web_command, start_server
+from deploy.servers import ROOT, Server, procfile_web_command, start_server
 
 # Each target's module:callable, served in place of the Procfile's app:application.
 TARGETS = {
-    "app": "app:application",
+    "app": "app:application",  # its POST stores the submission (SQLite, committed to disk)
     "floor": "bench.floor:application",  # the app's own pages as fixed bytes: nothing is faster
     "seed": "bench.seed:application",  # the wsgiref tutorial the app grew from
-    "flask": "bench.flask_form:app",  # the same form in Flask + Jinja2: the peer a user would pick
+    "flask": "bench.flask_form:app",  # the same form in Flask, storing as Flask's tutorial does
+    "unstored": "bench.unstored:application",  # the app with a store that keeps nothing
 }
 METHODS = ["GET", "POST"]
+# The unstored app's GET is the app's: only its POST says something.
+METHODS_OF = {"unstored": ["POST"]}
+# Not a server: one durable SQLite commit at a time, in the folder of the targets' databases.
+COMMIT = ("durable commit", "INSERT")
 SERVER_CPU, LOAD_CPU = "0", "1"  # one core each, so the server never competes with wrk
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk.lua"
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
-# Issue 16: on one core the app must serve at least this many times the Flask form's req/s.
+# On one core the app must serve at least this many times the Flask form's req/s: GET, issue 16;
+# POST, issue 24, each storing the submission durably (the app's store, Flask's sqlite3).
 AT_LEAST_FLASK = {"GET": 1.8, "POST": 1.3}
+WARM_UP_SECONDS = 1  # each cell's first run, not counted: connections, caches, first renders
 
 
 def served_by_procfile(target: str) -> str:
@@ -65,6 +81,11 @@ def check_tools():
             sys.exit(f"{tool} is not installed: run `apt-get install -y {package}`")
     if os.cpu_count() < 2:
         sys.exit("the benchmark pins the server and wrk to one CPU each: it needs two")
+
+
+def methods(target: str) -> list[str]:
+    """Return the methods a target is measured with."""
+    return METHODS_OF.get(target, METHODS)
 
 
 def cpu_ns(pid: int) -> int:
@@ -103,13 +124,47 @@ def fetch(url: str, method: str) -> tuple[int, int]:
         connection.close()
 
 
+def durable_commits(folder: Path, seconds: float) -> dict:
+    """Commit one tiny row at a time for some seconds, as durably as the app's store (WAL,
+    synchronous=FULL), in a file in `folder`, on the servers' CPU; return the rate, the latency
+    of a commit and its CPU time, as wrk() returns a server's."""
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {int(SERVER_CPU)})  # this thread only: it waits, wrk's CPU is idle
+    try:
+        with closing(sqlite3.connect(folder / "commits.sqlite3", isolation_level=None)) as db:
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = FULL")
+            db.execute("CREATE TABLE IF NOT EXISTS tick (n integer)")
+            took = []
+            cpu, start = time.thread_time_ns(), time.perf_counter()
+            now = start
+            while now - start < seconds:
+                db.execute("INSERT INTO tick (n) VALUES (?)", [len(took)])  # its own commit
+                took.append(time.perf_counter() - now)
+                now += took[-1]
+            cpu = time.thread_time_ns() - cpu
+    finally:
+        os.sched_setaffinity(0, affinity)
+    return {
+        "requests": len(took),
+        "rps": len(took) / (now - start),
+        "p50_ms": statistics.median(took) * 1000,
+        "p99_ms": statistics.quantiles(took, n=100)[98] * 1000,
+        "cpu_us": cpu / 1000 / len(took),
+        "status_errors": 0,
+        "socket_errors": 0,
+    }
+
+
 MEDIANS = ("rps", "p50_ms", "p99_ms", "cpu_us")
 
 
 def median_of(runs: list[dict]) -> dict:
     """Return the median rate, latencies and CPU of some runs, and their summed error counts."""
     medians = {key: statistics.median(run[key] for run in runs) for key in MEDIANS}
-    return medians | {key: sum(run[key] for run in runs) for key in ("non2xx", "socket_errors")}
+    return medians | {
+        key: sum(run[key] for run in runs) for key in ("status_errors", "socket_errors")
+    }
 
 
 def load_average() -> str:
@@ -137,7 +192,7 @@ def table(rows: list[list], header: list[str]) -> list[str]:
     return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
 
 
-def report(args, measured_on: str, firsts: dict, results: dict) -> str:
+def report(args, measured_on: str, firsts: dict, results: dict, stored: dict) -> str:
     """Return the results as Markdown: how they were taken, the table, the ratios."""
     command = f"python -m bench.bench --rounds {args.rounds} --seconds {args.seconds}"
     command += f" --connections {args.connections}"
@@ -148,26 +203,37 @@ def report(args, measured_on: str, firsts: dict, results: dict) -> str:
         "",
         f"`{command}`: each target served by the Procfile's command line pinned to CPU "
         f"{SERVER_CPU}, wrk pinned to CPU {LOAD_CPU} (`wrk -t1 -c{args.connections} "
-        f"-d{args.seconds}s`, keep-alive); the medians of {args.rounds} interleaved "
-        f"round{'s' if args.rounds != 1 else ''}.",
+        f"-d{args.seconds}s`, keep-alive), after a {WARM_UP_SECONDS} s warm-up; the medians of "
+        f"{args.rounds} interleaved round{'s' if args.rounds != 1 else ''}. The app and flask "
+        "store each POST in an SQLite file (WAL, synchronous=FULL) in one temporary folder; "
+        f"{COMMIT[0]}: one tiny row committed at a time, as durably, in that folder, on CPU "
+        f"{SERVER_CPU}.",
         "",
     ]
     rows = []
     for (target, method), result in results.items():
-        status, size = firsts[target, method]
+        status, size = firsts.get((target, method), ("", ""))
         rows.append([target, method, f"{result['rps']:.0f}", f"{result['p50_ms']:.2f}"])
-        rows[-1] += [f"{result['p99_ms']:.2f}", f"{result['cpu_us']:.0f}", result["non2xx"]]
-        rows[-1] += [result["socket_errors"], f"{status}, {size} B"]
-    header = ["target", "method", "req/s", "p50 ms", "p99 ms", "server CPU µs/req", "non-2xx"]
+        rows[-1] += [f"{result['p99_ms']:.2f}", f"{result['cpu_us']:.0f}", result["status_errors"]]
+        rows[-1] += [result["socket_errors"], f"{status}, {size} B" if status else ""]
+    header = ["target", "method", "req/s", "p50 ms", "p99 ms", "server CPU µs/req", "4xx, 5xx"]
     lines += table(rows, [*header, "socket errors", "first answer"]) + [""]
-
+    lines += [
+        "Stored: "
+        + "; ".join(
+            f"{target} {kept} rows for {posts} POSTs answered"
+            for target, (kept, posts) in stored.items()
+        )
+        + ".",
+        "",
+    ]
     header = ["ratio", "req/s, app's ÷ other's", "CPU/req, other's ÷ app's", "target", "verdict"]
     return "\n".join(lines + table(ratios(results), header)) + "\n"
 
 
 def ratios(results: dict) -> list[list]:
-    """Return the app's req/s and CPU per request against each other target's, the verdicts on
-    Flask's, and the verdict on errors."""
+    """Return the app's req/s and CPU per request against each other target's, and its stored
+    POSTs against the durable commits; the verdicts on Flask's, and the verdict on errors."""
     rows = []
     for other, method in itertools.product(TARGETS, METHODS):
         if other == "app" or ("app", method) not in results or (other, method) not in results:
@@ -182,9 +248,12 @@ def ratios(results: dict) -> list[list]:
             rows[-1] += [f">= {least}", "met" if share >= least else "MISSED"]
         else:
             rows[-1] += ["", ""]
-    errors = sum(result["non2xx"] + result["socket_errors"] for result in results.values())
+    if ("app", "POST") in results:  # how near the app's saves come to the file system's limit
+        share = results["app", "POST"]["rps"] / results[COMMIT]["rps"]
+        rows.append([f"app POST/{COMMIT[0]}", f"{share:.2f}", "", "", ""])
+    errors = sum(result["status_errors"] + result["socket_errors"] for result in results.values())
     rows.append(
-        ["non-2xx and socket errors, all", errors, "", "= 0", "MISSED" if errors else "met"]
+        ["4xx, 5xx and socket errors, all", errors, "", "= 0", "MISSED" if errors else "met"]
     )
     return rows
 
@@ -200,33 +269,86 @@ def record(output: Path, text: str):
     output.write_text(new)
 
 
-def measure(args) -> tuple[dict, dict]:
-    """Serve every target, check each answers 200, then load them; return both results."""
-    with tempfile.TemporaryDirectory() as logs:
+def make_databases(environ: dict):
+    """Make the app's and the Flask peer's tables, each with its own command."""
+    for command in (["store", "migrate"], ["flask", "--app", "bench.flask_form", "init-db"]):
+        subprocess.run(
+            [sys.executable, "-m", *command],
+            cwd=ROOT,
+            env={**os.environ, **environ},
+            check=True,
+            capture_output=True,
+        )
+
+
+def count_rows(database: Path) -> int:
+    """Return how many submissions an SQLite file holds."""
+    with closing(sqlite3.connect(database)) as db:
+        return db.execute("SELECT count(*) FROM submission").fetchone()[0]
+
+
+def first_answer_wrong(target: str, method: str, status: int) -> bool:
+    """Tell whether a target's first answer is not what the form sends: the page for GET; for
+    POST the 303 to the saved page, or the page shown back by the seed, which keeps nothing."""
+    return status != (303 if method == "POST" and target != "seed" else 200)
+
+
+def measure(args) -> tuple[dict, dict, dict]:
+    """Serve every target, check each answers as the form does, warm them up, then load them;
+    return the first answers, the medians by cell, and the rows stored and POSTs answered."""
+    with tempfile.TemporaryDirectory(prefix="form-bench-") as folder:
+        folder = Path(folder)
+        databases = {"app": folder / "app.sqlite3", "flask": folder / "flask.sqlite3"}
+        # Every target gets both: the floor asks the app for its answer to a POST, which stores.
+        environ = {
+            "DATABASE_URL": f"sqlite:///{databases['app']}",
+            "FLASK_DATABASE": str(databases["flask"]),
+        }
+        make_databases(environ)
         servers = {}
         try:
             for target in args.targets:
                 command = f"taskset -c {SERVER_CPU} {served_by_procfile(target)}"
-                servers[target] = start_server(command, Path(logs) / f"{target}.log")
+                servers[target] = start_server(command, folder / f"{target}.log", environ=environ)
             # One request each before any timing: the floor captures the app's pages here.
             firsts = {
                 (target, method): fetch(server.url, method)
                 for target, server in servers.items()
-                for method in METHODS
+                for method in methods(target)
             }
-            failed = {key: first for key, first in firsts.items() if first[0] != 200}
+            failed = {
+                key: first for key, first in firsts.items() if first_answer_wrong(*key, first[0])
+            }
             if failed:  # the rates of error pages would say nothing
                 outputs = "\n".join(servers[target].output() for target, _ in failed)
-                sys.exit(f"not 200: {failed}\n{outputs}")
-            runs = {key: [] for key in firsts}
+                sys.exit(f"not as the form answers: {failed}\n{outputs}")
+            posts = collections.Counter(target for target, method in firsts if method == "POST")
+
+            def run(cell: tuple[str, str], seconds: int) -> dict:
+                target, method = cell
+                if cell == COMMIT:
+                    return durable_commits(folder, seconds)
+                result = wrk(servers[target], method, args.connections, seconds)
+                posts[target] += result["requests"] if method == "POST" else 0
+                return result
+
+            runs = {key: [] for key in [*firsts, COMMIT]}
+            print("warming up", file=sys.stderr)
+            for cell in runs:
+                run(cell, WARM_UP_SECONDS)
             for round_number in range(args.rounds):
                 print(f"round {round_number + 1} of {args.rounds}", file=sys.stderr)
-                for (target, method), results in runs.items():
-                    results.append(wrk(servers[target], method, args.connections, args.seconds))
+                for cell, results in runs.items():
+                    results.append(run(cell, args.seconds))
         finally:
             for server in servers.values():
                 server.stop()
-    return firsts, {key: median_of(results) for key, results in runs.items()}
+        stored = {
+            target: (count_rows(database), posts[target])
+            for target, database in databases.items()
+            if target in servers
+        }
+    return firsts, {key: median_of(results) for key, results in runs.items()}, stored
 
 
 def main():
@@ -240,13 +362,15 @@ def main():
     args = parser.parse_args()
     check_tools()
     measured_on = machine()  # the time and the load average at the start
-    firsts, results = measure(args)
-    text = report(args, measured_on, firsts, results)
+    firsts, results, stored = measure(args)
+    text = report(args, measured_on, firsts, results, stored)
     print(text)
     if args.output:
         record(args.output, text)
-    if any(result["non2xx"] for result in results.values()):
-        sys.exit("some answers were not 2xx: see the table")
+    if any(result["status_errors"] for result in results.values()):
+        sys.exit("some answers were errors (4xx, 5xx): see the table")
+    if any(kept < posts for kept, posts in stored.values()):
+        sys.exit("fewer rows stored than POSTs answered: see the table")
 
 
 if __name__ == "__main__":
