@@ -157,6 +157,7 @@ INSTALL_HINTS = {
     "openssl": "install the TLS toolkit with `apt-get install openssl`",
     "systemd-analyze": "install systemd's unit checker with `apt-get install systemd`",
     "ip": "install the network tools with `apt-get install iproute2`",
+    "mount": "install the file system tools with `apt-get install mount`",
 }
 
 

@@ -29,7 +29,7 @@ from urllib.parse import urlencode
 import pytest
 from bs4 import BeautifulSoup
 from databases import sqlite_url
-from helpers import Answer, example, skip_unless_ci
+from helpers import Answer, example, require, skip_unless_ci
 
 import app
 import store
@@ -183,12 +183,14 @@ def small_disk(tmp_path):
     /proc/PID/root."""
     if os.geteuid() != 0:
         skip_unless_ci("mounting a tmpfs needs root")
+    mount = require("mount")
     folder = tmp_path / "disk"
     folder.mkdir()
     url = sqlite_url(folder)
     inner = (
-        f"mount -t tmpfs -o size=1m,mode=0700 tmpfs {shlex.quote(str(folder))}"
-        f" && python -m store migrate >/dev/null && exec {procfile_web_command()}"
+        f"{mount} -t tmpfs -o size=1m,mode=0700 tmpfs {shlex.quote(str(folder))}"
+        f" && {shlex.quote(sys.executable)} -m store migrate >/dev/null"
+        f" && exec {procfile_web_command()}"
     )
     command = f"unshare --mount --propagation private sh -c {shlex.quote(inner)}"
     server = serve(url, tmp_path / "server.log", command)
