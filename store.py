@@ -548,7 +548,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands.add_parser("count", help="print how many submissions are stored")
     args = parser.parse_args(argv)
-    database = connect(threads=1, timeout=COMMAND_TIMEOUT)
+    try:
+        database = connect(threads=1, timeout=COMMAND_TIMEOUT)
+    except ValueError as error:  # a DATABASE_URL of another kind
+        parser.error(str(error))
     try:
         if args.command == "migrate":
             ran = database.migrate()
