@@ -266,8 +266,12 @@ class SQLite(Database):
             raise Unavailable(f"SQLite {self.path}: no turn to write in {self.timeout} s")
         try:
             connection = getattr(self.local, "connection", None)
+            if connection is not None and self.local.file != file_id(self.path):
+                self.close()  # the file was deleted or replaced: its old inode is nobody's
+                connection = None
             if connection is None:
                 connection = self.local.connection = self.open(check)
+                self.local.file = file_id(self.path)
             if lock:
                 begin_writing(connection, deadline)
             else:
@@ -310,6 +314,16 @@ class SQLite(Database):
         anew, on a new machine, is made as open() makes it: the app's user's alone."""
         with closing(sqlite3.connect(backup)) as source, closing(self.open(check=False)) as db:
             source.backup(db)
+
+
+def file_id(path: Path) -> tuple[int, int] | None:
+    """Return which file a path names now (device and inode), or None if there is none: a
+    connection kept open to a file since deleted or replaced would save where nobody reads."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def begin_writing(connection: sqlite3.Connection, deadline: float) -> None:
