@@ -376,7 +376,7 @@ class PostgreSQL(Database):
         self.local = threading.local()  # this thread's transaction's deadline
 
     def __str__(self):
-        return re.sub(r"//[^@/]*@", "//", self.url)  # without a password
+        return without_password(self.url)
 
     def time(self, moment: datetime) -> datetime:
         return moment
@@ -445,6 +445,13 @@ class PostgreSQL(Database):
             raise Unavailable(f"{command[0]} not found: install PostgreSQL's client") from error
         except subprocess.CalledProcessError as error:  # it has said why, on stderr
             raise Unavailable(f"{command[0]} failed ({error.returncode})") from error
+
+
+def without_password(url: str) -> str:
+    """Return a PostgreSQL URL fit to print or log: without its user and password (up to the
+    host's @, the last one: a password may hold another) or a password= parameter."""
+    url = re.sub(r"//[^/?#]*@", "//", url)
+    return re.sub(r"(?i)([?&]password=)[^&#]*", r"\1(hidden)", url)
 
 
 class Watchdog:
@@ -538,10 +545,16 @@ def backup(database) -> Path:
     return target
 
 
+# The oldest age purge takes: longer ago than any submission (the date type stops at year 1).
+MAX_DAYS = 100 * 366
+
+
 def days(text: str) -> timedelta:
     """Parse a number of days, such as `365`, for purge."""
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"not a whole number of days above 0: {text!r}")
+    if int(text) > MAX_DAYS:  # more would overflow the date type with a traceback
+        raise argparse.ArgumentTypeError(f"more than {MAX_DAYS} days: {text!r}")
     return timedelta(days=int(text))
 
 

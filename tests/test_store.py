@@ -470,6 +470,8 @@ def test_purge_deletes_submissions_older_than_the_age_and_their_hobbies(
         (["thirty"], {}, "not a whole number of days above 0"),
         (["1.5"], {}, "not a whole number of days above 0"),
         ([], {"PURGE_AFTER_DAYS": "thirty"}, "not a whole number of days above 0"),
+        (["1000000"], {}, f"more than {store.MAX_DAYS} days"),  # a traceback, once
+        ([], {"PURGE_AFTER_DAYS": "99999999999"}, f"more than {store.MAX_DAYS} days"),
     ],
 )
 def test_purge_without_a_valid_age_deletes_nothing(
@@ -482,6 +484,21 @@ def test_purge_without_a_valid_age_deletes_nothing(
     assert "usage: python -m store purge" in result.stderr and said in result.stderr
     assert result.stdout == ""
     assert [row["token"] for row in stored(database)] == [token]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://form:s3cret@db.example/form",
+        "postgresql://form:s3c@ret@db.example/form",  # an @ left unescaped in the password
+        "postgresql://form@db.example/form?sslmode=require&password=s3cret",
+        "postgres:///form?host=/run/postgresql&PASSWORD=s3cret#x",
+    ],
+)
+def test_a_postgresql_url_is_printed_and_logged_without_its_password(url):
+    shown = str(store.PostgreSQL(url, threads=1))
+    assert "s3c" not in shown and "ret" not in shown
+    assert "form" in shown
 
 
 # Where the database is, and who may read it.
