@@ -427,20 +427,28 @@ class PostgreSQL(Database):
 
     def backup(self, target: Path) -> None:
         """Dump the database, consistent, while the app writes to it (pg_dump)."""
-        self.run(["pg_dump", "--format=custom", "--no-owner", f"--file={target}", self.url])
+        self.run(["pg_dump", "--format=custom", "--no-owner", f"--file={target}"])
 
     def restore(self, backup: Path) -> None:
         """Replace the database's contents with a dump's (stop the app first), all or nothing."""
         restore = ["pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction"]
-        self.run([*restore, f"--dbname={self.url}", str(backup)])
+        self.run([*restore, str(backup)])
 
-    @staticmethod
-    def run(command: list[str]) -> None:
+    def run(self, command: list[str]) -> None:
         """Run pg_dump or pg_restore, as PATH finds them: they must be of the server's major
-        version or newer (Debian: postgresql-client, or /usr/lib/postgresql/N/bin first on PATH)."""
+        version or newer (Debian: postgresql-client, or /usr/lib/postgresql/N/bin first on PATH).
+        The URL goes with --dbname, its password in PGPASSWORD: a command line is anyone's to
+        read on the host (ps), its environment its user's alone."""
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        params = conninfo_to_dict(self.url)
+        environ = dict(os.environ)
+        if (password := params.pop("password", None)) is not None:
+            environ["PGPASSWORD"] = str(password)
+        command = [*command, f"--dbname={make_conninfo(**params)}"]
         try:
             # Fixed programs, with the operator's own URL and file.
-            subprocess.run(command, check=True)  # nosec
+            subprocess.run(command, check=True, env=environ)  # nosec
         except FileNotFoundError as error:
             raise Unavailable(f"{command[0]} not found: install PostgreSQL's client") from error
         except subprocess.CalledProcessError as error:  # it has said why, on stderr

@@ -501,6 +501,21 @@ def test_a_postgresql_url_is_printed_and_logged_without_its_password(url):
     assert "form" in shown
 
 
+@pytest.mark.parametrize("method", ["backup", "restore"])
+def test_pg_dump_and_pg_restore_get_the_password_in_their_environment(monkeypatch, method):
+    # Anyone on the host reads a command line (ps); a process's environment, its user alone.
+    runs = []
+    monkeypatch.setattr(
+        subprocess, "run", lambda command, **options: runs.append((command, options))
+    )
+    url = "postgresql://form:s3cret@db.example/form?sslmode=require"
+    getattr(store.PostgreSQL(url, threads=1), method)(Path("form.dump"))
+    [(command, options)] = runs
+    assert "s3cret" not in " ".join(command)
+    assert options["env"]["PGPASSWORD"] == "s3cret"
+    assert any(arg.startswith("--dbname=") and "db.example" in arg for arg in command)
+
+
 # Where the database is, and who may read it.
 
 
