@@ -312,8 +312,13 @@ class SQLite(Database):
     def restore(self, backup: Path) -> None:
         """Replace the database's contents with a backup's (stop the app first); a file made
         anew, on a new machine, is made as open() makes it: the app's user's alone."""
-        with closing(sqlite3.connect(backup)) as source, closing(self.open(check=False)) as db:
-            source.backup(db)
+        with closing(sqlite3.connect(backup)) as source:
+            try:  # checked first: any other SQLite file would replace every row, then fail
+                self.check_schema(source.cursor())
+            except Unavailable as error:
+                raise Unavailable(f"{backup} is not a backup of this app's database") from error
+            with closing(self.open(check=False)) as db:
+                source.backup(db)
 
 
 def file_id(path: Path) -> tuple[int, int] | None:

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -371,6 +371,24 @@ def test_make_restore_runs_the_store_command_and_needs_a_file():
 def test_a_restore_of_no_such_file_is_refused(database_url, tmp_path):
     result = run_store(database_url, "restore", str(tmp_path / "no-such-backup"))
     assert result.returncode == 2 and "no such backup" in result.stderr
+
+
+@pytest.mark.parametrize("made", ["another app's database", "not a database"])
+def test_a_restore_of_a_file_that_is_no_backup_keeps_every_row(tmp_path, made):
+    database = store.connect(f"sqlite:///{tmp_path / store.FILE_NAME}")
+    database.migrate()
+    database.save(secrets.token_urlsafe(16), VALUES)
+    database.close()
+    other = tmp_path / "other.sqlite3"
+    if made == "not a database":
+        other.write_bytes(b"not SQLite at all" * 100)
+    else:
+        with closing(sqlite3.connect(other)) as connection:
+            connection.execute("CREATE TABLE note (text)")
+    result = run_store(f"sqlite:///{tmp_path / store.FILE_NAME}", "restore", str(other))
+    assert result.returncode == 1
+    assert "not a backup of this app's database" in result.stderr
+    assert run_store(f"sqlite:///{tmp_path / store.FILE_NAME}", "count").stdout == "1\n"
 
 
 def test_backups_keep_the_last_seven_readable_by_the_apps_user_only(
