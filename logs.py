@@ -171,7 +171,7 @@ def logged_path(environ: dict) -> str:
     path = environ.get("bottle.raw_path") or "-"  # as sent: Bottle re-decodes PATH_INFO
     for start in SECRET_PATHS:
         if environ.get("PATH_INFO", "").startswith(start):
-            return f"{start}<secret>"
+            return f"{start}<token>"
     return loggable(path)
 
 

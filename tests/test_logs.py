@@ -53,7 +53,7 @@ def test_the_saved_pages_token_is_never_logged(testapp, log, database):
     testapp.get("/saved/" + "D" * 23, status=404)  # mistyped
     lines = log()
     assert [line.split(" ")[2:5] for line in lines[1:]] == [
-        ["GET", "/saved/<secret>", code] for code in ["200", "404", "404", "404"]
+        ["GET", "/saved/<token>", code] for code in ["200", "404", "404", "404"]
     ]
     assert not any(letter * 21 in "".join(lines) for letter in "ABCD")
 
