@@ -28,6 +28,10 @@ QUIET = 10.0  # seconds between two of Waitress's task-queue warnings
 # from the requests' threads so often that Waitress served 40% fewer GETs (docs/benchmark.md).
 BATCH_SECONDS = 0.1
 
+# Paths whose rest is a bearer secret, logged without it: the saved page's token (app.py) lets
+# whoever holds it read a person's answers, and a log is read by more people, kept longer.
+SECRET_PATHS = ("/saved/",)
+
 ACCESS = logging.getLogger("access")
 APP = logging.getLogger("app")
 
@@ -161,14 +165,24 @@ def loggable(text: str, limit: int = 200) -> str:
     return token if len(token) <= limit else f"{token[:limit]}...({len(token)}B)"
 
 
+def logged_path(environ: dict) -> str:
+    """Return a request's path as logged: as sent, or, for a path that holds a secret, its
+    start alone (decided on the path as the app routes it: %-escapes decoded)."""
+    path = environ.get("bottle.raw_path") or "-"  # as sent: Bottle re-decodes PATH_INFO
+    for start in SECRET_PATHS:
+        if environ.get("PATH_INFO", "").startswith(start):
+            return f"{start}<token>"
+    return loggable(path)
+
+
 def access(environ: dict, status: str, seconds: float) -> None:
-    """Log one request: client, scheme, method, path (no query: it may hold form values),
-    status and duration."""
+    """Log one request: client, scheme, method, path (no query: it may hold form values; no
+    token: it is a secret), status and duration."""
     fields = [
         loggable(environ.get("REMOTE_ADDR") or "-", 50),  # from X-Forwarded-For behind nginx
         environ.get("wsgi.url_scheme") or "-",
         loggable(environ.get("REQUEST_METHOD") or "-", 20),
-        loggable(environ.get("bottle.raw_path") or "-"),  # as sent: Bottle re-decodes PATH_INFO
+        logged_path(environ),
         status[:3],  # the code: a status line is three digits, a space, a phrase (PEP 3333)
         f"{seconds * 1000:.1f}ms",
     ]

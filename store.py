@@ -266,8 +266,12 @@ class SQLite(Database):
             raise Unavailable(f"SQLite {self.path}: no turn to write in {self.timeout} s")
         try:
             connection = getattr(self.local, "connection", None)
+            if connection is not None and self.local.file != file_id(self.path):
+                self.close()  # the file was deleted or replaced: its old inode is nobody's
+                connection = None
             if connection is None:
                 connection = self.local.connection = self.open(check)
+                self.local.file = file_id(self.path)
             if lock:
                 begin_writing(connection, deadline)
             else:
@@ -308,8 +312,23 @@ class SQLite(Database):
     def restore(self, backup: Path) -> None:
         """Replace the database's contents with a backup's (stop the app first); a file made
         anew, on a new machine, is made as open() makes it: the app's user's alone."""
-        with closing(sqlite3.connect(backup)) as source, closing(self.open(check=False)) as db:
-            source.backup(db)
+        with closing(sqlite3.connect(backup)) as source:
+            try:  # checked first: any other SQLite file would replace every row, then fail
+                self.check_schema(source.cursor())
+            except Unavailable as error:
+                raise Unavailable(f"{backup} is not a backup of this app's database") from error
+            with closing(self.open(check=False)) as db:
+                source.backup(db)
+
+
+def file_id(path: Path) -> tuple[int, int] | None:
+    """Return which file a path names now (device and inode), or None if there is none: a
+    connection kept open to a file since deleted or replaced would save where nobody reads."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def begin_writing(connection: sqlite3.Connection, deadline: float) -> None:
@@ -362,7 +381,7 @@ class PostgreSQL(Database):
         self.local = threading.local()  # this thread's transaction's deadline
 
     def __str__(self):
-        return re.sub(r"//[^@/]*@", "//", self.url)  # without a password
+        return without_password(self.url)
 
     def time(self, moment: datetime) -> datetime:
         return moment
@@ -413,24 +432,39 @@ class PostgreSQL(Database):
 
     def backup(self, target: Path) -> None:
         """Dump the database, consistent, while the app writes to it (pg_dump)."""
-        self.run(["pg_dump", "--format=custom", "--no-owner", f"--file={target}", self.url])
+        self.run(["pg_dump", "--format=custom", "--no-owner", f"--file={target}"])
 
     def restore(self, backup: Path) -> None:
         """Replace the database's contents with a dump's (stop the app first), all or nothing."""
         restore = ["pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction"]
-        self.run([*restore, f"--dbname={self.url}", str(backup)])
+        self.run([*restore, str(backup)])
 
-    @staticmethod
-    def run(command: list[str]) -> None:
+    def run(self, command: list[str]) -> None:
         """Run pg_dump or pg_restore, as PATH finds them: they must be of the server's major
-        version or newer (Debian: postgresql-client, or /usr/lib/postgresql/N/bin first on PATH)."""
+        version or newer (Debian: postgresql-client, or /usr/lib/postgresql/N/bin first on PATH).
+        The URL goes with --dbname, its password in PGPASSWORD: a command line is anyone's to
+        read on the host (ps), its environment its user's alone."""
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        params = conninfo_to_dict(self.url)
+        environ = dict(os.environ)
+        if (password := params.pop("password", None)) is not None:
+            environ["PGPASSWORD"] = str(password)
+        command = [*command, f"--dbname={make_conninfo(**params)}"]
         try:
             # Fixed programs, with the operator's own URL and file.
-            subprocess.run(command, check=True)  # nosec
+            subprocess.run(command, check=True, env=environ)  # nosec
         except FileNotFoundError as error:
             raise Unavailable(f"{command[0]} not found: install PostgreSQL's client") from error
         except subprocess.CalledProcessError as error:  # it has said why, on stderr
             raise Unavailable(f"{command[0]} failed ({error.returncode})") from error
+
+
+def without_password(url: str) -> str:
+    """Return a PostgreSQL URL fit to print or log: without its user and password (up to the
+    host's @, the last one: a password may hold another) or a password= parameter."""
+    url = re.sub(r"//[^/?#]*@", "//", url)
+    return re.sub(r"(?i)([?&]password=)[^&#]*", r"\1(hidden)", url)
 
 
 class Watchdog:
@@ -524,10 +558,16 @@ def backup(database) -> Path:
     return target
 
 
+# The oldest age purge takes: longer ago than any submission (the date type stops at year 1).
+MAX_DAYS = 100 * 366
+
+
 def days(text: str) -> timedelta:
     """Parse a number of days, such as `365`, for purge."""
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"not a whole number of days above 0: {text!r}")
+    if int(text) > MAX_DAYS:  # more would overflow the date type with a traceback
+        raise argparse.ArgumentTypeError(f"more than {MAX_DAYS} days: {text!r}")
     return timedelta(days=int(text))
 
 

@@ -242,6 +242,34 @@ def test_sqlite_disk_full_then_freed_saves(small_disk):
     assert rows_on_disk(server) == 2
 
 
+# SQLite's file deleted or replaced under the running app (a restore by `mv` or `cp` while it
+# serves, a mistaken `rm`): a connection kept open still saves, to a file nobody will read.
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_sqlite_file_deleted_or_replaced_is_not_saved_to_unseen(tmp_path, how):
+    """The app's kept connections notice: deleted, a save is a 503 (a new, empty file has no
+    schema), never a 303 for a row in a file gone; replaced, the save goes to the new file."""
+    url = migrated(sqlite_url(tmp_path))
+    server = serve(url, tmp_path / "server.log")
+    try:
+        warm(server)  # each of the app's threads holds a connection to the file
+        for name in [store.FILE_NAME, *(f"{store.FILE_NAME}-{end}" for end in ("wal", "shm"))]:
+            (tmp_path / name).unlink(missing_ok=True)
+        if how == "replaced":
+            migrated(url)
+        for _ in range(4):  # one a thread: each one's connection
+            sent = new_submission()
+            if how == "deleted":
+                assert_unsaved(submit(server, sent), sent)
+            else:
+                assert_saved(submit(server, sent), sent)
+        if how == "replaced":
+            assert rows(url) == 4
+    finally:
+        server.stop()
+
+
 # SQLite locked: another process holds the write lock for longer than a save may wait.
 
 

@@ -44,6 +44,20 @@ def test_the_logged_path_is_one_unambiguous_token(testapp, log, path):
     assert unquote(fields[3]) == path
 
 
+def test_the_saved_pages_token_is_never_logged(testapp, log, database):
+    # The token is a bearer secret: whoever reads it in the log could read the person's answers.
+    saved = testapp.post("/", example(token=["A" * 22]), status=303)
+    testapp.get(saved.headers["Location"])
+    testapp.get("/saved/" + "B" * 22, status=404)  # unknown
+    testapp.get("/saved/%43" + "C" * 21, status=404)  # escaped, as the app decodes it
+    testapp.get("/saved/" + "D" * 23, status=404)  # mistyped
+    lines = log()
+    assert [line.split(" ")[2:5] for line in lines[1:]] == [
+        ["GET", "/saved/<token>", code] for code in ["200", "404", "404", "404"]
+    ]
+    assert not any(letter * 21 in "".join(lines) for letter in "ABCD")
+
+
 def test_an_empty_path_is_logged_as_a_dash(testapp, log):
     # `GET ?x` and absolute-form targets reach the app with an empty path, which Bottle serves as /.
     testapp.get("/", extra_environ={"PATH_INFO": ""})

@@ -432,6 +432,17 @@ def test_nginx_logs_the_path_without_the_query_string(proxy):
     assert "secret" not in (proxy.run_dir / "access.log").read_text()
 
 
+@pytest.mark.parametrize("start", ["/saved/", "/%73aved/", "/saved%2F", "//SAVED/"])
+def test_nginx_logs_the_saved_pages_path_without_its_token(proxy, start):
+    token = "T0kenNotForTheLog" + start.strip("/%").upper()[:5].ljust(5, "x")
+    raw = f"GET {start}{token} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    before = nginx_log(proxy, "/saved/<token>")
+    exchange(proxy, raw, source="127.0.0.2")
+    [line] = nginx_log(proxy, "/saved/<token>")[len(before) :]
+    assert line.startswith("127.0.0.2 [")
+    assert token not in (proxy.run_dir / "access.log").read_text()
+
+
 # make run-proxy's script itself.
 
 

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -373,6 +373,24 @@ def test_a_restore_of_no_such_file_is_refused(database_url, tmp_path):
     assert result.returncode == 2 and "no such backup" in result.stderr
 
 
+@pytest.mark.parametrize("made", ["another app's database", "not a database"])
+def test_a_restore_of_a_file_that_is_no_backup_keeps_every_row(tmp_path, made):
+    database = store.connect(f"sqlite:///{tmp_path / store.FILE_NAME}")
+    database.migrate()
+    database.save(secrets.token_urlsafe(16), VALUES)
+    database.close()
+    other = tmp_path / "other.sqlite3"
+    if made == "not a database":
+        other.write_bytes(b"not SQLite at all" * 100)
+    else:
+        with closing(sqlite3.connect(other)) as connection:
+            connection.execute("CREATE TABLE note (text)")
+    result = run_store(f"sqlite:///{tmp_path / store.FILE_NAME}", "restore", str(other))
+    assert result.returncode == 1
+    assert "not a backup of this app's database" in result.stderr
+    assert run_store(f"sqlite:///{tmp_path / store.FILE_NAME}", "count").stdout == "1\n"
+
+
 def test_backups_keep_the_last_seven_readable_by_the_apps_user_only(
     database, tmp_path, monkeypatch, umask
 ):
@@ -470,6 +488,8 @@ def test_purge_deletes_submissions_older_than_the_age_and_their_hobbies(
         (["thirty"], {}, "not a whole number of days above 0"),
         (["1.5"], {}, "not a whole number of days above 0"),
         ([], {"PURGE_AFTER_DAYS": "thirty"}, "not a whole number of days above 0"),
+        (["1000000"], {}, f"more than {store.MAX_DAYS} days"),  # a traceback, once
+        ([], {"PURGE_AFTER_DAYS": "99999999999"}, f"more than {store.MAX_DAYS} days"),
     ],
 )
 def test_purge_without_a_valid_age_deletes_nothing(
@@ -482,6 +502,36 @@ def test_purge_without_a_valid_age_deletes_nothing(
     assert "usage: python -m store purge" in result.stderr and said in result.stderr
     assert result.stdout == ""
     assert [row["token"] for row in stored(database)] == [token]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://form:s3cret@db.example/form",
+        "postgresql://form:s3c@ret@db.example/form",  # an @ left unescaped in the password
+        "postgresql://form@db.example/form?sslmode=require&password=s3cret",
+        "postgres:///form?host=/run/postgresql&PASSWORD=s3cret#x",
+    ],
+)
+def test_a_postgresql_url_is_printed_and_logged_without_its_password(url):
+    shown = str(store.PostgreSQL(url, threads=1))
+    assert "s3c" not in shown and "ret" not in shown
+    assert "form" in shown
+
+
+@pytest.mark.parametrize("method", ["backup", "restore"])
+def test_pg_dump_and_pg_restore_get_the_password_in_their_environment(monkeypatch, method):
+    # Anyone on the host reads a command line (ps); a process's environment, its user alone.
+    runs = []
+    monkeypatch.setattr(
+        subprocess, "run", lambda command, **options: runs.append((command, options))
+    )
+    url = "postgresql://form:s3cret@db.example/form?sslmode=require"
+    getattr(store.PostgreSQL(url, threads=1), method)(Path("form.dump"))
+    [(command, options)] = runs
+    assert "s3cret" not in " ".join(command)
+    assert options["env"]["PGPASSWORD"] == "s3cret"
+    assert any(arg.startswith("--dbname=") and "db.example" in arg for arg in command)
 
 
 # Where the database is, and who may read it.
