@@ -93,12 +93,15 @@ def submit_form():
         return render_form(values, errors, token)
     if not first(form, TRAP):  # a bot's submission is answered the same, and not stored
         try:
-            DATABASE.save(token, values)
+            saved = DATABASE.save(token, values)
         except store.Unavailable as error:
             logs.APP.error("not saved: %s", error)
             response.status = 503
             response.set_header("Retry-After", str(RETRY_SECONDS))
-            return render_form(values, {}, token, unsaved=True)
+            return render_form(values, {}, token, notice="unsaved")
+        if not saved:  # its token was saved with other answers: those stay, these get a new one
+            response.status = 409
+            return render_form(values, {}, secrets.token_urlsafe(16), notice="sent-before")
     response.status = 303  # see what was saved: reloading that page sends nothing again
     response.set_header("Location", f"/saved/{token}")
     return ""
@@ -175,10 +178,10 @@ def healthz():
     return "ok\n"
 
 
-def render_form(values: dict, errors: dict, token: str, unsaved: bool = False) -> str:
-    """Render the form page with the given values, errors and token; unsaved: say that the
-    submission could not be saved, and to send it again."""
-    title = f"Error: {TITLE}" if errors or unsaved else TITLE
+def render_form(values: dict, errors: dict, token: str, notice: str | None = None) -> str:
+    """Render the form page with the given values, errors and token, and a notice above it
+    (a key of NOTICES) when the values were not saved."""
+    title = f"Error: {TITLE}" if errors or notice else TITLE
     return page(
         "form",
         title,
@@ -188,8 +191,18 @@ def render_form(values: dict, errors: dict, token: str, unsaved: bool = False) -
         errors=errors,
         token=token,
         trap=TRAP,
-        unsaved=unsaved,
+        notice=notice,
+        notices=NOTICES,
     )
+
+
+# Why the values in a form sent back were not saved, by the notice's id.
+NOTICES = {
+    "unsaved": "Your answers could not be saved just now, and nothing was stored. They are still "
+    "below: please send them again in a minute.",
+    "sent-before": "This form was sent before with other answers, which are saved. Yours, below, "
+    "are not saved yet: send them to save them too.",
+}
 
 
 TOKEN_SLOT = "TOKEN-SLOT"  # where empty_form()'s token goes; not a password  # nosec B105

@@ -128,8 +128,10 @@ class Database:
     def sql(self, statement: str) -> str:
         return statement.replace("?", self.marker)
 
-    def save(self, token: str, values: dict) -> None:
-        """Store a submission's cleaned values, once: a token already stored adds nothing."""
+    def save(self, token: str, values: dict) -> bool:
+        """Store a submission's cleaned values, once: a token already stored adds nothing. Return
+        False if the token was stored with other values (a form sent, changed, then sent again
+        with its old token): nothing is stored then, and the app says so."""
         fields = {name: value or None for name, value in values.items() if name != "hobbies"}
         insert = INSERT.format(
             columns="".join(f", {name}" for name in fields), marks=", ?" * len(fields)
@@ -142,17 +144,26 @@ class Database:
             if row is not None:  # a new submission, not one sent again
                 hobbies = [(row[0], hobby) for hobby in values["hobbies"]]
                 cursor.executemany(self.sql(INSERT_HOBBY), hobbies)
+                return True
+            _, stored = self.read(cursor, token)
+        return {**stored, "hobbies": set(stored["hobbies"])} == {
+            **values,
+            "hobbies": set(values["hobbies"]),
+        }
 
     def find(self, token: str) -> tuple[datetime, dict] | None:
         """Return when a submission was received and its values, or None if none has the token."""
         with self.transaction(lock=False) as cursor:
-            cursor.execute(self.sql(FIND), [token])
-            row = cursor.fetchone()
-            if row is None:
-                return None
-            row = dict(zip([column[0] for column in cursor.description], row, strict=True))
-            cursor.execute(self.sql(FIND_HOBBIES), [row["id"]])
-            hobbies = [hobby for (hobby,) in cursor.fetchall()]
+            return self.read(cursor, token)
+
+    def read(self, cursor, token: str) -> tuple[datetime, dict] | None:
+        cursor.execute(self.sql(FIND), [token])
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        row = dict(zip([column[0] for column in cursor.description], row, strict=True))
+        cursor.execute(self.sql(FIND_HOBBIES), [row["id"]])
+        hobbies = [hobby for (hobby,) in cursor.fetchall()]
         return self.from_time(row["received"]), saved_values(row, hobbies)
 
     def count(self) -> int:

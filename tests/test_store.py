@@ -615,3 +615,23 @@ def test_a_database_url_of_another_kind_is_a_usage_error_not_a_traceback():
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "DATABASE_URL must start with sqlite:/// or postgresql://" in done.stderr
+
+
+def test_a_token_sent_again_with_other_answers_keeps_the_first_and_says_so(testapp, database):
+    # A browser that brought back a form already sent, its answers changed: the saved answers
+    # stay; the new ones come back in the form, with a new token, so that sending them saves them.
+    form = testapp.get("/").form
+    token = form["token"].value
+    first = fill(form).submit(status=303)
+    changed = fill(form, age=["35"], hobbies=[]).submit(status=409)
+    assert changed.html.find(id="sent-before") is not None
+    assert changed.form["age"].value == "35"
+    assert changed.form["token"].value not in ("", token)
+    assert database.count() == 1
+    assert "Age: 34" in result_line(first.follow())
+    again = changed.form.submit(status=303)
+    assert again.location != first.location and database.count() == 2
+    # The same answers sent again, hobbies in another order: the same saved page.
+    same = fill(testapp.get("/").form)
+    same["token"] = token
+    assert same.submit(status=303).location == first.location

@@ -3,8 +3,8 @@
 %   return f' aria-invalid="true" aria-describedby="{name}-error"' if name in errors else ""
 % end
 <h1>{{heading}}</h1>
-% if unsaved:
-<p class="error" id="unsaved" role="alert">Your answers could not be saved just now, and nothing was stored. They are still below: please send them again in a minute.</p>
+% if notice:
+<p class="error" id="{{notice}}" role="alert">{{notices[notice]}}</p>
 % end
 <form method="post" action="/">
   <input type="hidden" name="token" value="{{token}}">

@@ -33,11 +33,11 @@ def launch(playwright: Playwright, executable: str) -> Browser:
     return playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
 
 
-# Chromium logs a 404, 422 or 503 page as an error; for the 404 pages, the form's errors and the
-# form that could not be saved, that is the point. Any other status, or these for anything but
-# the page itself, is reported.
+# Chromium logs a 404, 409, 422 or 503 page as an error; for the 404 pages, the form's errors
+# and the forms that could not be saved, that is the point. Any other status, or these for
+# anything but the page itself, is reported.
 DOCUMENT_STATUS = re.compile(
-    r"Failed to load resource: the server responded with a status of (404|422|503) "
+    r"Failed to load resource: the server responded with a status of (404|409|422|503) "
 )
 
 
@@ -128,6 +128,17 @@ def unsaved(page: Page, url: str) -> Response:
     return result(page, url)
 
 
+def sent_before(page: Page, url: str) -> Response:
+    """Save the form, then send other answers with its token (a browser that restored the old
+    form): the 409 form that keeps them, with a new token."""
+    result(page, url)
+    token = page.url.rsplit("/", 1)[1]
+    empty_form(page, url)
+    fill(page, age=["35"])
+    page.locator('input[name="token"]').evaluate("(input, token) => input.value = token", token)
+    return submit(page)
+
+
 def not_saved(page: Page, url: str) -> Response:
     """Open a saved page's address with a token that no form was given."""
     return page.goto(f"{url}/saved/{secrets.token_urlsafe(16)}")
@@ -145,6 +156,7 @@ STATES = {
     "result": result,
     "validation-error": validation_error,
     "unsaved": unsaved,
+    "sent-before": sent_before,
     "not-saved": not_saved,
     "not-found": not_found,
 }

@@ -24,6 +24,7 @@ STATUSES = {
     "result": 200,
     "validation-error": 422,
     "unsaved": 503,
+    "sent-before": 409,
     "not-saved": 404,
     "not-found": 404,
 }
