@@ -241,6 +241,8 @@ class SQLite(Database):
         # a thread waiting for a threading.Lock is woken the moment it is free, where SQLite's
         # lock is only asked for again and again (begin_writing).
         self.writer = threading.Lock()
+        self.connections = set()  # every thread's, for close()
+        self.connections_lock = threading.Lock()
 
     def __str__(self):
         return str(self.path)
@@ -255,7 +257,10 @@ class SQLite(Database):
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         old_umask = os.umask(0o077)  # the file and its -wal and -shm: the app's user's alone
         try:
-            connection = sqlite3.connect(self.path, timeout=LOCK_TRY, isolation_level=None)
+            # Used by one thread only, but closed by close() from another.
+            connection = sqlite3.connect(
+                self.path, timeout=LOCK_TRY, isolation_level=None, check_same_thread=False
+            )
         finally:
             os.umask(old_umask)
         try:
@@ -278,11 +283,13 @@ class SQLite(Database):
         try:
             connection = getattr(self.local, "connection", None)
             if connection is not None and self.local.file != file_id(self.path):
-                self.close()  # the file was deleted or replaced: its old inode is nobody's
+                self.drop()  # the file was deleted or replaced: its old inode is nobody's
                 connection = None
             if connection is None:
                 connection = self.local.connection = self.open(check)
                 self.local.file = file_id(self.path)
+                with self.connections_lock:
+                    self.connections.add(connection)
             if lock:
                 begin_writing(connection, deadline)
             else:
@@ -295,20 +302,30 @@ class SQLite(Database):
                     connection.execute("ROLLBACK")
                 raise
         except self.errors as error:
-            self.close()
+            self.drop()
             raise Unavailable(f"SQLite {self.path}: {error}") from error
         except Unavailable:
-            self.close()
+            self.drop()
             raise
         finally:
             if lock:
                 self.writer.release()
 
-    def close(self) -> None:
-        """Close this thread's connection; the next transaction opens another."""
+    def drop(self) -> None:
+        """Close this thread's connection; its next transaction opens another."""
         connection = self.local.__dict__.pop("connection", None)
         if connection is not None:
+            with self.connections_lock:
+                self.connections.discard(connection)
             connection.close()
+
+    def close(self) -> None:
+        """Close every thread's connection (the threads done with it: a command, a test)."""
+        with self.connections_lock:
+            connections, self.connections = self.connections, set()
+        for connection in connections:
+            connection.close()
+        self.local = threading.local()
 
     def backup(self, target: Path) -> None:
         """Copy the database, consistent, while the app writes to it (SQLite's backup API)."""

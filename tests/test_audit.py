@@ -183,17 +183,22 @@ def database_server(tmp_path):
     """Start the Procfile's server on an SQLite database of the test's own, migrated or not."""
     started = []
 
+    databases = []
+
     def start(migrated: bool):
         url = sqlite_url(tmp_path)
+        databases.append(store.connect(url))
         if migrated:
-            store.connect(url).migrate()
+            databases[-1].migrate()
         environ = {"DATABASE_URL": url}
         started.append(start_server(SERVER_COMMANDS["procfile"], tmp_path / "log", environ=environ))
-        return started[-1], store.connect(url)
+        return started[-1], databases[-1]
 
     yield start
     for server in started:
         server.stop()
+    for database in databases:
+        database.close()  # Python 3.13 warns of an SQLite connection left open
 
 
 def test_the_form_check_sends_the_example_once_and_finds_the_saved_page(database_server):

@@ -324,7 +324,7 @@ def test_make_backup_while_the_app_saves_then_a_restore_gives_back_every_row(
     copy = Path(backup.stdout.strip())
     assert copy.parent == backups and copy.is_file()
     if database_url.startswith("sqlite"):
-        with sqlite3.connect(copy) as connection:
+        with closing(sqlite3.connect(copy)) as connection:
             assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
 
     # A loss: every row deleted (a mistaken purge, a bad script).
