@@ -605,14 +605,7 @@ def test_the_saved_page_shows_the_hobbies_in_the_forms_order(testapp, database, 
 
 
 def test_a_database_url_of_another_kind_is_a_usage_error_not_a_traceback():
-    done = subprocess.run(
-        [sys.executable, "-m", "store", "count"],
-        env={**os.environ, "DATABASE_URL": "mysql://form@localhost/form"},
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
+    done = run_store("mysql://form@localhost/form", "count")
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "DATABASE_URL must start with sqlite:/// or postgresql://" in done.stderr
 
