@@ -13,7 +13,7 @@ PARALLEL := -n auto --dist worksteal
 # of each `make test`.
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: run run-proxy audit test fmt test-bare test-debian13 test-3.14 test-systemd stress fuzz \
+.PHONY: run run-proxy password audit test fmt test-bare test-debian13 test-3.14 test-systemd stress fuzz \
 	mutation bench bench-proxy screenshots clean
 
 # `make run` and `make run-proxy` first bring the database's schema up to date, once, as a deploy's
@@ -27,6 +27,12 @@ run: $(VENV)/.runtime
 run-proxy: $(VENV)/.runtime
 	$(BIN)/python -m store migrate
 	$(BIN)/python -m deploy.run_proxy
+
+# The owner's password for /results and /results.csv, read from the terminal (asked twice, not
+# shown) or as one line of standard input, printed as the line to set: add it to
+# /etc/default/form-app, or put it before `make run` (owner.py).
+password: $(VENV)/.runtime
+	@$(BIN)/python -m owner --env
 
 # A running deployment checked from outside, as a client would (deploy/audit.py): TLS, the
 # certificate, headers, the edge's faults, the form. One line a check; fails if any check does.

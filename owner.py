@@ -14,8 +14,10 @@ What people sent is for the person who runs the form, and the internet will try 
   tries, then one every few seconds; beyond it 429, and the password is not even tried. Each
   failure is logged with the address, never with what was typed;
 - every answer, refusals too, is `Cache-Control: no-store` and `X-Robots-Tag: noindex`.
-The address is the one Waitress gives (REMOTE_ADDR, from a trusted proxy's X-Forwarded-For),
-never Bottle's request.remote_addr, which believes the first X-Forwarded-For a client writes.
+The client's address and scheme are the server's (REMOTE_ADDR and wsgi.url_scheme, which
+Waitress takes from its trusted proxy's headers only), never Bottle's request.remote_addr and
+urlparts, which would believe a client's own X-Forwarded-For and -Proto under a server that
+passes them on.
 """
 
 import argparse
