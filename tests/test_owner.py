@@ -27,7 +27,7 @@ from deploy.servers import ROOT, start_server
 
 PATHS = ["/results", "/results.csv"]
 # Not ASCII, with a colon and a space: as a browser sends it (UTF-8, RFC 7617).
-PASSWORD = "correct horse: ünïcode"
+PASSWORD = "correct horse: ünïcode"  # the tests' own  # nosec B105
 OUTSIDE = "203.0.113.5"  # an address on the internet (TEST-NET-3)
 CHALLENGE = 'Basic realm="Results", charset="UTF-8"'
 
@@ -424,7 +424,8 @@ def test_a_good_hash_and_a_user_name_pass_the_start(monkeypatch, stored_hash):
 
 
 def test_the_app_does_not_start_with_a_malformed_hash():
-    environ = {**os.environ, "RESULTS_PASSWORD_HASH": "scrypt:16384:8:1:abc", "PORT": "1"}
+    malformed = "scrypt:16384:8:1:abc"  # a hash cut short
+    environ = {**os.environ, "RESULTS_PASSWORD_HASH": malformed, "PORT": "1"}
     run = subprocess.run(
         [sys.executable, "app.py"],
         cwd=ROOT,
