@@ -23,6 +23,7 @@ import h2.events
 import pytest
 from helpers import (
     SITE,
+    Answer,
     answers,
     app_log,
     assert_saved,
@@ -474,6 +475,35 @@ def test_sixteen_keep_alive_connections_from_one_address_are_not_limited(proxy):
     with ThreadPoolExecutor(16) as pool:
         statuses = [status for result in pool.map(client, range(16)) for status in result]
     assert statuses == [200] * 16 * 25
+
+
+def test_the_owners_pages_answer_429_past_their_rate_from_one_address(proxy):
+    source = "127.0.0.9"  # an address of this test's own: the proxy is shared
+
+    def get(path: str) -> Answer:
+        raw = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        [answer] = answers(exchange(proxy, raw, source))
+        return answer
+
+    # The burst (limit_req's burst=10, and the one request its rate allows), on both pages;
+    # the app answers 404, as no password is set. Then nginx's 429, on either page.
+    statuses = [get(path).status for path in ["/results", "/results.csv"] * 6 + ["/results"]]
+    assert statuses == [404] * 11 + [429] * 2
+    refused = get("/results.csv")
+    assert refused.status == 429
+    assert_nginx_page(429, refused.headers, refused.body)
+    assert get("/").status == 200  # the form is not limited
+    # Those let through reached the app over HTTPS, from the client's address: the settings of
+    # `location /` hold in the owner's location.
+    deadline = time.monotonic() + 10  # the app writes its log from a thread of its own
+
+    def seen() -> list[list[str]]:
+        logged = app_log(proxy, "/results", 0) + app_log(proxy, "/results.csv", 0)
+        return [fields[:3] for fields in logged if fields[0] == source]
+
+    while len(seen()) < 11 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert seen() == [[source, "https", "GET"]] * 11
 
 
 @pytest.fixture(scope="module")
