@@ -35,7 +35,8 @@ password: $(VENV)/.runtime
 	@$(BIN)/python -m owner --env
 
 # A running deployment checked from outside, as a client would (deploy/audit.py): TLS, the
-# certificate, headers, the edge's faults, the form. One line a check; fails if any check does.
+# certificate, headers, the edge's faults, the form, the owner's pages refused without a password.
+# One line a check; fails if any check does.
 #   make audit URL=https://form.example.org/ [HTTP_URL=http://form.example.org/] [INSECURE=1]
 audit: $(VENV)/.audit
 	@test -n "$(URL)" || { echo "usage: make audit URL=https://host[:port]/ [HTTP_URL=http://host[:port]/] [INSECURE=1]"; exit 2; }
