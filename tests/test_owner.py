@@ -22,6 +22,7 @@ import pytest
 from helpers import SERVER_COMMANDS, answers
 
 import app
+import guards
 import owner
 from deploy.servers import ROOT, start_server
 
@@ -88,9 +89,11 @@ def visit(testapp, path, status, authorization=None, address="127.0.0.1", scheme
 
 
 def assert_private(res):
-    """Check an answer is never stored by a browser or a proxy, and never indexed."""
+    """Check an answer is never stored by a browser or a proxy, never indexed, and has the
+    app's security headers, as every answer does."""
     assert res.headers.getall("Cache-Control") == ["no-store"]
     assert res.headers.getall("X-Robots-Tag") == ["noindex"]
+    assert dict(guards.SECURITY_HEADERS).items() <= dict(res.headers).items()
 
 
 def said(res) -> str:
