@@ -4,15 +4,19 @@ What people sent is for the person who runs the form, and the internet will try 
 - the pages do not exist (404) until RESULTS_PASSWORD_HASH is set: a fresh deploy shows nothing;
 - the password is kept only as a salted scrypt hash (`make password` prints one), so whoever
   reads the environment (a process listing, an env file, a platform's config) cannot sign in
-  with it, and each guess costs the guesser the hash's work;
+  with it, and each guess at it costs 16 MiB and some 40 ms of work;
 - credentials are HTTP Basic (RFC 7617), which sends the password in clear: asked for and
   read over HTTPS only, or from loopback (`make run` on one's own machine); over plain HTTP
   from anywhere else the pages answer 403 and read nothing;
 - user and password are compared in constant time, the hash checked even when the user is
   wrong, so that the time of an answer tells nothing;
-- wrong credentials are counted per client address (a token bucket, in this process): a few
-  tries, then one every few seconds; beyond it 429, and the password is not even tried. Each
-  failure is logged with the address, never with what was typed;
+- wrong or unreadable credentials are counted per client (its IPv4 address, or its IPv6 /64)
+  in a token bucket: a few tries, then one every few seconds; beyond it 429 with Retry-After,
+  and the password is not even tried. The count is this process's own: nginx's rate on these
+  paths (deploy/form-app.conf) bounds all processes together. Each failure is logged with the
+  address, never with what was typed;
+- one scrypt check runs at a time in a process, so that a flood of guesses leaves the form's
+  own requests a core;
 - every answer, refusals too, is `Cache-Control: no-store` and `X-Robots-Tag: noindex`.
 The client's address and scheme are the server's (REMOTE_ADDR and wsgi.url_scheme, which
 Waitress takes from its trusted proxy's headers only), never Bottle's request.remote_addr and
