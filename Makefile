@@ -13,8 +13,8 @@ PARALLEL := -n auto --dist worksteal
 # of each `make test`.
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: run run-proxy password audit test fmt test-bare test-debian13 test-3.14 test-systemd stress fuzz \
-	mutation bench bench-proxy screenshots clean
+.PHONY: run run-proxy password audit test fmt test-bare test-debian13 test-3.14 test-systemd stress \
+	fuzz mutation bench bench-proxy screenshots clean
 
 # `make run` and `make run-proxy` first bring the database's schema up to date, once, as a deploy's
 # release step does (the Procfile's release: line): the app's instances never migrate at start.
