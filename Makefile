@@ -13,8 +13,8 @@ PARALLEL := -n auto --dist worksteal
 # of each `make test`.
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: run run-proxy audit test fmt test-bare test-debian13 test-3.14 test-systemd stress fuzz \
-	mutation bench bench-proxy screenshots clean
+.PHONY: run run-proxy password audit test fmt test-bare test-debian13 test-3.14 test-systemd stress \
+	fuzz mutation bench bench-proxy screenshots clean
 
 # `make run` and `make run-proxy` first bring the database's schema up to date, once, as a deploy's
 # release step does (the Procfile's release: line): the app's instances never migrate at start.
@@ -28,8 +28,15 @@ run-proxy: $(VENV)/.runtime
 	$(BIN)/python -m store migrate
 	$(BIN)/python -m deploy.run_proxy
 
+# The owner's password for /results and /results.csv, read from the terminal (asked twice, not
+# shown) or as one line of standard input, printed as the line to set: add it to
+# /etc/default/form-app, or put it before `make run` (owner.py).
+password: $(VENV)/.runtime
+	@$(BIN)/python -m owner --env
+
 # A running deployment checked from outside, as a client would (deploy/audit.py): TLS, the
-# certificate, headers, the edge's faults, the form. One line a check; fails if any check does.
+# certificate, headers, the edge's faults, the form, the owner's pages refused without a password.
+# One line a check; fails if any check does.
 #   make audit URL=https://form.example.org/ [HTTP_URL=http://form.example.org/] [INSECURE=1]
 audit: $(VENV)/.audit
 	@test -n "$(URL)" || { echo "usage: make audit URL=https://host[:port]/ [HTTP_URL=http://host[:port]/] [INSECURE=1]"; exit 2; }

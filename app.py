@@ -18,6 +18,7 @@ from bottle import FormsDict, request, response, static_file, template
 import guards
 import logs
 import notify
+import owner
 import shutdown
 import store
 
@@ -291,6 +292,8 @@ app.default_error_handler = error_page
 # the log (one line an event, never blocking a request); on SIGTERM, which platforms stop a
 # process with, finish the requests in flight first (shutdown.py); and under a service manager
 # (systemd, run_proxy.py), say when Waitress listens and that its loop still turns (notify.py).
+# A RESULTS_PASSWORD_HASH that cannot be read stops the start, rather than fail each visit.
+owner.check_settings()
 logs.configure()
 if threading.current_thread() is threading.main_thread():
     shutdown.install()

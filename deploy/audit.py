@@ -5,8 +5,9 @@ For the shipped nginx (deploy/) and for a platform's router in front of the Proc
 against Mozilla's intermediate profile (with sslyze), the certificate, the redirect from plain
 HTTP, HTTP/2, HSTS and the app's security headers on the answers a server makes itself, the faults
 that Waitress has at the edge (docs/security.md, "Known limits"), slow and idle clients, the
-per-address limit, the client's address as the app gets it, and the form's own round trip, which
-stores the app's example submission once, as a person's would be. Each probe is sent once, with a
+per-address limit, the client's address as the app gets it, the form's own round trip, which
+stores the app's example submission once, as a person's would be, and the owner's pages (the
+results), which must refuse a request without credentials. Each probe is sent once, with a
 time limit, a few at a time: never a load (the per-address limit's probe holds 33 requests open
 for a moment, alone, at the end).
 
@@ -63,6 +64,7 @@ FORM = "application/x-www-form-urlencoded"
 TOKEN_FIELD = re.compile(rb'name="token" value="([A-Za-z0-9_-]+)"')  # the form's, in its page
 RESULT = re.compile(r'id="result">(.*?)</p>', re.DOTALL)  # what the saved page shows
 MARKER = "<script>audit-reflected</script>"
+OWNER_PAGES = ["/results", "/results.csv"]  # the results, for the owner only (owner.py)
 
 
 @dataclass
@@ -690,6 +692,18 @@ def round_trip_check(target: Target) -> Check:
     )
 
 
+def owner_check(target: Target) -> Check:
+    """The owner's pages refuse a request without credentials: 401 (403 over plain HTTP, 404
+    while no password is set), never the results."""
+    statuses = {path: target.request("GET", path).status for path in OWNER_PAGES}
+    saw = ", ".join(f"{path} {status}" for path, status in statuses.items())
+    return Check(
+        "owner-pages",
+        all(status in (401, 403, 404) for status in statuses.values()),
+        f"without credentials: {saw} (wanted 401, 403 or 404)",
+    )
+
+
 def shows_example(page: str) -> bool:
     """Tell whether a saved page's result paragraph shows the example submission, as it was
     sent: its age, and its hobbies' labels."""
@@ -724,6 +738,7 @@ def audit(url: str, http_url: str | None = None, insecure: bool = False) -> list
         ("request-buffering", lambda: buffering_check(target)),
         ("forwarded-for", lambda: forwarded_for_check(target)),
         ("form", lambda: form_checks(target)),
+        ("owner-pages", lambda: owner_check(target)),
     ]
     # A few at a time, the slow and idle clients first, so that they run beside the others
     # rather than after them; the answers in the order above.

@@ -20,7 +20,8 @@ MESSAGES = {
     413: f"The submission is too large: it must be under {guards.MAX_BODY // 1024} KiB, with no "
     "more fields than the form has.",
     414: "This address is too long: there is no page at an address this long.",
-    429: "Too many requests from your address are in progress. Please try again in a moment.",
+    # Too many in progress at once (limit_conn), or too many for the owner's pages (limit_req).
+    429: "Too many requests came from your address. Please wait a few seconds, then try again.",
     431: "The request's headers are too large: send it from the form.",
     502: app.ERROR_MESSAGES[500],
     504: app.ERROR_MESSAGES[500],

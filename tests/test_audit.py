@@ -4,10 +4,12 @@ the edge checks fail as docs/security.md says they must; and against the shipped
 way at a time, where the check for that way fails. All started here, on loopback.
 """
 
+import http.server
 import re
 import shlex
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -35,7 +37,7 @@ EDGE = [
     "request-buffering",
     "per-address-limit",
 ]
-APP = ["headers-200", "headers-404", "form-round-trip", "cross-site-post"]
+APP = ["headers-200", "headers-404", "form-round-trip", "cross-site-post", "owner-pages"]
 # In the order the audit prints them.
 EVERY = [
     *TLS,
@@ -59,6 +61,7 @@ EVERY = [
     "forwarded-for",
     "form-round-trip",
     "cross-site-post",
+    "owner-pages",
     "per-address-limit",
 ]
 
@@ -176,6 +179,38 @@ def test_the_quick_client_checks_pass_against_make_run_proxy(proxy):
         audit.per_address_check(target),
     ]
     assert {check.name: check.saw for check in checks if not check.passed} == {}
+
+
+def test_the_owner_check_passes_while_the_pages_refuse_a_request_without_credentials(servers):
+    check = audit.owner_check(audit.Target(servers("procfile").url + "/"))
+    assert check.passed, check.saw
+    assert check.saw.startswith("without credentials: /results 404, /results.csv 404 ")
+
+
+class Open(http.server.BaseHTTPRequestHandler):
+    """A server that shows every page to anyone (the owner's pages too)."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass  # make test stays silent
+
+
+def test_the_owner_check_fails_when_a_page_answers_without_credentials():
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Open) as server:
+        thread = threading.Thread(target=server.serve_forever)
+        thread.start()
+        try:
+            target = audit.Target(f"http://127.0.0.1:{server.server_address[1]}/")
+            check = audit.owner_check(target)
+        finally:
+            server.shutdown()
+            thread.join()
+    assert check.passed is False
+    assert check.saw.startswith("without credentials: /results 200, /results.csv 200")
 
 
 @pytest.fixture

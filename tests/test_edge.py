@@ -5,6 +5,7 @@ for the requests Waitress would answer with its bare text/plain ones.
 Real servers here, since the server is the point; each test starts or shares its own on loopback.
 """
 
+import base64
 import contextlib
 import http.client
 import re
@@ -23,6 +24,7 @@ import h2.events
 import pytest
 from helpers import (
     SITE,
+    Answer,
     answers,
     app_log,
     assert_saved,
@@ -36,6 +38,7 @@ from helpers import (
 
 import app
 import guards
+import owner
 from deploy import error_pages, run_proxy
 
 HSTS = ("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
@@ -474,6 +477,64 @@ def test_sixteen_keep_alive_connections_from_one_address_are_not_limited(proxy):
     with ThreadPoolExecutor(16) as pool:
         statuses = [status for result in pool.map(client, range(16)) for status in result]
     assert statuses == [200] * 16 * 25
+
+
+def test_the_owners_pages_answer_429_past_their_rate_from_one_address(proxy):
+    source = "127.0.0.9"  # an address of this test's own: the proxy is shared
+
+    def get(path: str) -> Answer:
+        raw = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        [answer] = answers(exchange(proxy, raw, source))
+        return answer
+
+    # The burst (limit_req's burst=10, and the one request its rate allows), on both pages;
+    # the app answers 404, as no password is set. Then nginx's 429, on either page.
+    statuses = [get(path).status for path in ["/results", "/results.csv"] * 6 + ["/results"]]
+    assert statuses == [404] * 11 + [429] * 2
+    refused = get("/results.csv")
+    assert refused.status == 429
+    assert_nginx_page(429, refused.headers, refused.body)
+    assert get("/").status == 200  # the form is not limited
+    # Those let through reached the app over HTTPS, from the client's address: the settings of
+    # `location /` hold in the owner's location.
+    deadline = time.monotonic() + 10  # the app writes its log from a thread of its own
+
+    def seen() -> list[list[str]]:
+        logged = app_log(proxy, "/results", 0) + app_log(proxy, "/results.csv", 0)
+        return [fields[:3] for fields in logged if fields[0] == source]
+
+    while len(seen()) < 11 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert seen() == [[source, "https", "GET"]] * 11
+
+
+@pytest.fixture(scope="module")
+def owner_proxy(tmp_path_factory):
+    """A proxy with the owner's password set ("pw"), in front of one instance, which counts
+    every wrong password (each instance counts its own)."""
+    environ = {"WEB_CONCURRENCY": "1", "RESULTS_PASSWORD_HASH": owner.hash_password("pw")}
+    running = start_proxy(tmp_path_factory.mktemp("owner"), environ)
+    yield running
+    assert running.server.stop() == 0, running.server.output()
+
+
+def test_the_apps_own_429_for_wrong_passwords_comes_through_nginx_as_it_made_it(owner_proxy):
+    def get(password: str) -> Answer:
+        credentials = base64.b64encode(f"owner:{password}".encode()).decode()
+        headers = f"Host: x\r\nAuthorization: Basic {credentials}\r\nConnection: close"
+        raw = f"GET /results HTTP/1.1\r\n{headers}\r\n\r\n".encode()
+        [answer] = answers(exchange(owner_proxy, raw, "127.0.0.10"))
+        return answer
+
+    assert get("pw").status == 200
+    assert [get("wrong").status for _ in range(owner.BURST)] == [401] * owner.BURST
+    throttled = get("pw")
+    assert throttled.status == 429
+    assert throttled.values("Retry-After") == [str(owner.INTERVAL)]
+    assert throttled.values("Cache-Control") == ["no-store"]
+    assert throttled.values("X-Robots-Tag") == ["noindex"]
+    assert b"Too many wrong passwords came from your address." in throttled.body
+    assert_edge_headers(throttled.headers)
 
 
 @pytest.fixture(scope="module")

@@ -158,6 +158,23 @@ def test_nginx_error_pages_are_the_apps_error_template():
         )
 
 
+def test_the_owners_pages_keep_every_proxy_setting_and_add_a_rate_per_address():
+    found = directives(SITE.read_text())
+    nested = [words for blocks, words in found if blocks == ("server", "location", "location")]
+    [[proxy_pass]] = site("proxy_pass", "location")[:1]
+    # Only these: any other proxy_set_header, proxy_hide_header or add_header here would replace,
+    # not add to, the ones `location /` and the server block set (nginx inherits a directive only
+    # where it is unset).
+    assert nested == [
+        ["limit_req", "zone=form_app_owner", "burst=10", "nodelay"],
+        ["limit_req_status", "429"],
+        ["proxy_intercept_errors", "off"],  # the app's 429 with its Retry-After
+        ["proxy_pass", proxy_pass],
+    ]
+    zones = [words[1:] for blocks, words in found if words[0] == "limit_req_zone"]
+    assert zones == [["$binary_remote_addr", "zone=form_app_owner:10m", "rate=6r/m"]]
+
+
 # The form and the app's answers, through nginx over HTTPS.
 
 

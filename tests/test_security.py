@@ -73,6 +73,7 @@ def request_each_kind(testapp):
     )
     yield testapp.post("/", b"{}", content_type="application/json", status=415)
     yield testapp.get("/healthz")
+    yield testapp.get("/results", status=404)  # the owner's pages, while no password is set
 
 
 def test_every_response_carries_the_security_headers(testapp):
