@@ -169,7 +169,10 @@ def export_results():
     return csv_lines(["received", *FIELDS, *HOBBIES], rows)
 
 
-def csv_lines(header: list[str], rows, batch: int = 1000):
+CSV_BATCH = 1000  # rows written to the CSV file's buffer, and sent, at a time
+
+
+def csv_lines(header: list[str], rows):
     """Yield the CSV file in pieces: a BOM (so that Excel reads UTF-8) and the header, then
     each batch of rows; the rows are read one batch at a time, never all at once."""
     buffer = io.StringIO()
@@ -181,7 +184,7 @@ def csv_lines(header: list[str], rows, batch: int = 1000):
             yield buffer.getvalue().encode()
             buffer.seek(0)
             buffer.truncate()
-            cells = [csv_cells(row) for row in itertools.islice(rows, batch)]
+            cells = [csv_cells(row) for row in itertools.islice(rows, CSV_BATCH)]
             if not cells:
                 return
             writer.writerows(cells)
