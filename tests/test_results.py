@@ -55,7 +55,7 @@ def table(res, caption: str) -> list[list[str]]:
 def bars(table_element) -> list[float]:
     """Return the lengths of the bars of the chart drawn before a table: a bar's width, or its
     height in a chart of upright bars (the widths then are all the same)."""
-    svg = table_element.find_previous_sibling("svg")
+    svg = table_element.parent.find_previous_sibling("svg")
     assert svg["aria-hidden"] == "true"  # the table says it to screen readers, once
     rects = svg.find_all("rect")
     widths = {rect["width"] for rect in rects}

@@ -6,7 +6,7 @@
 % largest = max([count for _, count, *_ in rows] + [1])
 % if columns:
 %   slot = 100 / len(rows)
-%   step = -(-len(rows) // 6)  # at most six labels under the axis
+%   step = -(-len(rows) // 4)  # at most four labels under the axis, room for each on a phone
 <svg class="chart" width="100%" height="148" aria-hidden="true">
   % for i, (label, count, *_) in enumerate(rows):
   %   height = round(count / largest * 100, 1)
@@ -23,14 +23,15 @@
 % else:
 <svg class="chart" width="100%" height="{{len(rows) * 28}}" aria-hidden="true">
   % for i, (label, count, *more) in enumerate(rows):
-  %   width = round(count / largest * 44, 2)
-  <text x="0" y="{{i * 28 + 19}}">{{label if len(label) <= 16 else label[:15] + "…"}}</text>
-  <rect x="36%" y="{{i * 28 + 5}}" width="{{width}}%" height="18"/>
-  <text x="{{36 + width}}%" dx="6" y="{{i * 28 + 19}}">{{" · ".join(str(cell) for cell in (count, *more))}}</text>
+  %   width = round(count / largest * 40, 2)
+  <text x="0" y="{{i * 28 + 19}}">{{label if len(label) <= 14 else label[:13] + "…"}}</text>
+  <rect x="34%" y="{{i * 28 + 5}}" width="{{width}}%" height="18"/>
+  <text x="{{34 + width}}%" dx="6" y="{{i * 28 + 19}}">{{" · ".join(str(cell) for cell in (count, *more))}}</text>
   % end
 </svg>
 % end
-<table class="visually-hidden">
+<div class="visually-hidden">
+<table>
   <caption>{{caption}}</caption>
   <thead>
     <tr>
@@ -50,3 +51,4 @@
   % end
   </tbody>
 </table>
+</div>

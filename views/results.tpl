@@ -33,7 +33,7 @@
 %   recent = sum(count for _, count in figures["days"])
 <section aria-labelledby="days">
   <h2 id="days">Submissions per day</h2>
-  <p>{{submissions(recent)}} in the last {{len(figures["days"])}} days (UTC), up to today.</p>
+  <p>{{submissions(recent)}} in the last {{len(figures["days"])}} days (UTC), up to today; at most {{max(count for _, count in figures["days"])}} in a day.</p>
   % rows = [(day.strftime("%-d %b"), count) for day, count in figures["days"]]
   % include("chart.tpl", caption="Submissions per day", head=("Day", "Submissions"), rows=rows, columns=True)
 </section>
