@@ -89,7 +89,7 @@ def unsaved_database_url(folder: Path) -> str:
 
 # The owner's user name and password, in the browser tests and the screenshots; the servers
 # they start get owner_environ().
-OWNER = ("owner", "correct horse battery staple")  # nosec B105
+OWNER = ("owner", "correct horse battery staple")
 
 
 def owner_environ() -> dict[str, str]:
