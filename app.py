@@ -5,7 +5,10 @@ kept (store.py), what guards requests (guards.py), the log (logs.py), a graceful
 (shutdown.py) and the service manager's notifications (notify.py) live beside it.
 """
 
+import csv
 import functools
+import io
+import itertools
 import os
 import re
 import secrets
@@ -68,6 +71,10 @@ def validate(form) -> tuple[dict, dict]:
     return {"age": age, "hobbies": chosen}, errors
 
 
+# The form's fields, as validate() returns them: what the results page and the export show.
+FIELDS = [name for name in validate(FormsDict())[0] if name != "hobbies"]
+
+
 # The routes.
 app = guards.GuardedApp()  # Bottle, plus the security headers and an access line (guards.py)
 application = app  # the name servers import: `waitress-serve app:application`
@@ -126,10 +133,7 @@ def show_saved(token):
     try:
         saved = DATABASE.find(token)
     except store.Unavailable as error:
-        logs.APP.error("not read: %s", error)
-        response.status = 503
-        response.set_header("Retry-After", str(RETRY_SECONDS))
-        return render_error(response.status_line, UNAVAILABLE)
+        return unavailable(error)
     if saved is None:
         response.status = 404
         return render_error(response.status_line, NOT_SAVED)
@@ -139,6 +143,81 @@ def show_saved(token):
     return page(
         "saved", "Saved: " + TITLE, heading=TITLE, hobbies=HOBBIES, values=values, received=received
     )
+
+
+@app.route("/results", method=["GET", "HEAD"])
+def show_results():
+    """Show the owner what was submitted: counts and charts, each with its table."""
+    owner.check()
+    try:
+        figures = DATABASE.results(FIELDS, list(HOBBIES))
+    except store.Unavailable as error:
+        return unavailable(error)
+    return page("results", "Results: " + TITLE, hobbies=HOBBIES, figures=figures)
+
+
+@app.route("/results.csv", method=["GET", "HEAD"])
+def export_results():
+    """Send the owner every submission as a CSV file, streamed as it is read."""
+    owner.check()
+    try:
+        rows = DATABASE.export(FIELDS, list(HOBBIES))
+    except store.Unavailable as error:
+        return unavailable(error)
+    response.content_type = "text/csv; charset=utf-8"
+    response.set_header("Content-Disposition", 'attachment; filename="results.csv"')
+    return csv_lines(["received", *FIELDS, *HOBBIES], rows)
+
+
+CSV_BATCH = 1000  # rows written to the CSV file's buffer, and sent, at a time
+
+
+def csv_lines(header: list[str], rows):
+    """Yield the CSV file in pieces: a BOM (so that Excel reads UTF-8) and the header, then
+    each batch of rows; the rows are read one batch at a time, never all at once."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL)
+    buffer.write("\ufeff")
+    writer.writerow(header)
+    try:
+        while True:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+            cells = [csv_cells(row) for row in itertools.islice(rows, CSV_BATCH)]
+            if not cells:
+                return
+            writer.writerows(cells)
+    except store.Unavailable as error:  # the answer has begun: it can only be cut short
+        logs.APP.error("export cut short: %s", error)
+        raise
+    finally:
+        rows.close()
+
+
+# What a spreadsheet reads as the start of a formula in a cell (OWASP, CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cells(row: tuple) -> list[str]:
+    """Return one exported row as text: the time received (UTC, to the second), each field's
+    value or "", each hobby "1" or "0"; a cell that would start a formula gets a ' first."""
+    received, *values = row
+    cells = [received.strftime("%Y-%m-%dT%H:%M:%SZ")]
+    for value in values:
+        if isinstance(value, bool):
+            cells.append("1" if value else "0")
+        else:
+            cells.append("" if value is None else str(value))
+    return ["'" + cell if cell.startswith(FORMULA_START) else cell for cell in cells]
+
+
+def unavailable(error: store.Unavailable) -> str:
+    """Log a database fault and answer a page that says to try again soon (503)."""
+    logs.APP.error("not read: %s", error)
+    response.status = 503
+    response.set_header("Retry-After", str(RETRY_SECONDS))
+    return render_error(response.status_line, UNAVAILABLE)
 
 
 # One plain file name: no folders and no dots before the extension, so no way out of static/.

@@ -4,6 +4,8 @@ waits for it without crashing, and the README's recipe for a new field upgrades 
 by the schema before it, keeping every row.
 """
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -13,6 +15,7 @@ import sys
 from helpers import example, fill, hobbies_shown, result_line, run_store, stored, submitted
 
 import app
+import owner
 import store
 from deploy.servers import ROOT
 
@@ -175,6 +178,8 @@ def test_the_readme_shows_the_recipe_that_this_file_runs():
 
 # The copy's app, in a process of its own, driven as a person would: a form without the name is
 # refused; with it, saved and shown; a submission saved before the name existed is shown too.
+# Then names that a spreadsheet would run as formulas, sent through the form: the owner's
+# results page counts the names, and the export neutralises them.
 USE_THE_COPY = """\
 import json, sys
 import webtest
@@ -188,8 +193,22 @@ refused = form.submit(status=422)
 refused.form["name"] = "Ada"
 saved = refused.form.submit(status=303).follow(status=200)
 old = testapp.get("/saved/" + sys.argv[1], status=200)
-print(json.dumps({"refused": refused.status_int, "new": result(saved), "old": result(old)}))
+for name in json.loads(sys.argv[3]):
+    form = testapp.get("/").form
+    form["name"] = name
+    form.submit(status=303)
+testapp.authorization = ("Basic", ("owner", sys.argv[2]))
+names = testapp.get("/results").html.find("caption", string="Name").parent.tbody
+names = [[cell.get_text() for cell in row.find_all(["th", "td"])] for row in names.find_all("tr")]
+print(json.dumps({"refused": refused.status_int, "new": result(saved), "old": result(old),
+                  "names": names, "csv": testapp.get("/results.csv").body.decode()}))
 """
+
+
+# Names a spreadsheet would run as formulas (OWASP's CSV injection), as the form keeps them
+# (stripped: a leading tab or carriage return never reaches the database through the form).
+FORMULAS = ['=HYPERLINK("http://example.com","x")', "+1", "-1", "@SUM(1)"]
+PASSWORD = "correct horse battery staple"  # the owner's, in this test  # nosec B105
 
 
 def test_the_readmes_recipe_for_a_field_upgrades_a_database_of_the_previous_schema(
@@ -211,7 +230,11 @@ def test_the_readmes_recipe_for_a_field_upgrades_a_database_of_the_previous_sche
         assert source.count(text) == 1, f"{name}: the recipe's place is gone: {text!r}"
         (copy / name).write_text(source.replace(text, replacement))
 
-    environ = {**os.environ, "DATABASE_URL": database_url}
+    environ = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "RESULTS_PASSWORD_HASH": owner.hash_password(PASSWORD),
+    }
     migrate = subprocess.run(
         [sys.executable, "-m", "store", "migrate"],
         cwd=copy,
@@ -225,7 +248,7 @@ def test_the_readmes_recipe_for_a_field_upgrades_a_database_of_the_previous_sche
     assert stored(database) == [{**row, "name": None} for row in before]  # every row kept
 
     used = subprocess.run(
-        [sys.executable, "-c", USE_THE_COPY, before[0]["token"]],
+        [sys.executable, "-c", USE_THE_COPY, before[0]["token"], PASSWORD, json.dumps(FORMULAS)],
         cwd=copy,
         env=environ,
         capture_output=True,
@@ -237,7 +260,13 @@ def test_the_readmes_recipe_for_a_field_upgrades_a_database_of_the_previous_sche
     assert shown["refused"] == 422
     assert shown["new"] == f"Name: Ada Age: 34 {hobbies_shown([])}"
     assert shown["old"] == f"Name: Empty Age: {VALUES['age']} {hobbies_shown(VALUES['hobbies'])}"
-    assert stored(database)[-1]["name"] == "Ada"
+    assert stored(database)[-len(FORMULAS) - 1]["name"] == "Ada"
+    # The results page shows the new field's answers, and the export has its column, in which
+    # each formula has a ' first: a spreadsheet shows the text, and runs nothing.
+    assert sorted(shown["names"]) == sorted([[name, "1"] for name in ["Ada", *FORMULAS]])
+    header, *rows = csv.reader(io.StringIO(shown["csv"].removeprefix("\ufeff"), newline=""))
+    assert header == ["received", "name", *app.FIELDS, *app.HOBBIES]
+    assert [row[1] for row in rows] == ["", "", "Ada", *("'" + name for name in FORMULAS)]
 
     # An instance still running the previous code (a deploy under way) saves on the new schema.
     saved = testapp.post("/", example(), status=303).follow(status=200)

@@ -67,6 +67,8 @@ def test_a_hook_added_to_the_app_applies_to_every_route(testapp):
     paths = {
         "/": "/",
         "/healthz": "/healthz",
+        "/results": "/results",
+        "/results.csv": "/results.csv",
         static: "/static/style.css",
         saved: "/saved/" + "A" * 22,
     }

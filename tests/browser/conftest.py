@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import pytest
 from helpers import SERVER_COMMANDS
-from pages import ConsoleWatch, launch, require, unsaved_database_url
+from pages import ConsoleWatch, launch, owner_environ, require, unsaved_database_url
 from playwright.sync_api import sync_playwright
 
 import store
@@ -23,9 +23,14 @@ def browser():
 
 
 @pytest.fixture(scope="session")
-def base_url(servers):
-    """The address of the app on Waitress, started from the Procfile's web: line."""
-    return servers("procfile").url
+def base_url(tmp_path_factory):
+    """The address of the app on Waitress, started from the Procfile's web: line, with the
+    owner's password set (pages.OWNER), so that the results page can be opened."""
+    folder = tmp_path_factory.mktemp("browser")
+    environ = owner_environ()
+    server = start_server(SERVER_COMMANDS["procfile"], folder / "server.log", environ=environ)
+    yield server.url
+    server.stop(signal.SIGKILL)  # see counted()
 
 
 @pytest.fixture(scope="session")

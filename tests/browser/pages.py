@@ -1,11 +1,14 @@
 """For the browser tests and `make screenshots`: Debian's Chromium, and the page's states."""
 
+import base64
 import re
 import secrets
 from pathlib import Path
 
 from helpers import INSTALL_HINTS, INVALID, example, require  # noqa: F401 (browser tests import them here)
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Response
+
+import owner
 
 # As root, offline: no sandbox (root), no GPU (no screen), and none of Chromium's own traffic to
 # Google, whose refused connections would only slow it down; no QUIC, which nginx here does not
@@ -84,6 +87,16 @@ def unsaved_database_url(folder: Path) -> str:
     return f"sqlite:///{folder / 'never-migrated.sqlite3'}"
 
 
+# The owner's user name and password, in the browser tests and the screenshots; the servers
+# they start get owner_environ().
+OWNER = ("owner", "correct horse battery staple")
+
+
+def owner_environ() -> dict[str, str]:
+    """Return the environment that makes OWNER the owner of a server's results pages."""
+    return {"RESULTS_USER": OWNER[0], "RESULTS_PASSWORD_HASH": owner.hash_password(OWNER[1])}
+
+
 def empty_form(page: Page, url: str) -> Response:
     """Open the form."""
     return page.goto(url + "/")
@@ -149,6 +162,18 @@ def not_found(page: Page, url: str) -> Response:
     return page.goto(url + "/no-such-page")
 
 
+def results(page: Page, url: str) -> Response:
+    """Save the form, then open the results page as the owner: the page's requests carry the
+    owner's credentials, as a browser sends them once they are typed in its login box."""
+    result(page, url)
+    credentials = base64.b64encode(":".join(OWNER).encode()).decode()
+    page.set_extra_http_headers({"Authorization": f"Basic {credentials}"})
+    try:
+        return page.goto(url + "/results")
+    finally:
+        page.set_extra_http_headers({})  # the next state's requests are anybody's
+
+
 # Each state of the pages, in the order the screenshots show them. "result" is the saved page,
 # under the name the README's screenshot has had since the page showed the result itself.
 STATES = {
@@ -159,6 +184,7 @@ STATES = {
     "sent-before": sent_before,
     "not-saved": not_saved,
     "not-found": not_found,
+    "results": results,
 }
 
 

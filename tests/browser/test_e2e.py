@@ -270,3 +270,16 @@ def test_pages_fit_a_phone_screen_without_sideways_scrolling(browser, base_url, 
     finally:
         context.close()
     assert {state: pixels for state, pixels in overflow.items() if pixels > 0} == {}
+
+
+def test_the_owner_sees_a_chart_for_each_table_that_screen_readers_read(page, base_url):
+    assert STATES["results"](page, base_url).status == 200
+    expect(page.get_by_role("heading", level=1)).to_have_text(f"Results: {app.TITLE}")
+    tables = page.get_by_role("table")  # in the accessibility tree, each with its caption
+    expect(tables).to_have_count(2 + len(app.FIELDS))  # the hobbies, each field, the days
+    expect(page.get_by_role("table", name="Hobbies chosen")).to_have_count(1)
+    charts = page.locator("svg.chart")
+    expect(charts).to_have_count(tables.count())
+    for index in range(charts.count()):  # each chart seen; its table read, not seen
+        assert charts.nth(index).bounding_box()["height"] > 40
+        assert tables.nth(index).locator("..").bounding_box()["width"] <= 1

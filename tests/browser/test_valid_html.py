@@ -27,6 +27,7 @@ STATUSES = {
     "sent-before": 409,
     "not-saved": 404,
     "not-found": 404,
+    "results": 200,
 }
 
 
