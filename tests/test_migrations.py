@@ -185,7 +185,7 @@ import json, sys
 import webtest
 import app
 
-testapp = webtest.TestApp(app.application)
+testapp = webtest.TestApp(app.application, extra_environ={"REMOTE_ADDR": "127.0.0.1"})
 result = lambda res: " ".join(res.html.find(id="result").get_text().split())
 form = testapp.get("/").form
 form["age"] = "34"

@@ -31,6 +31,7 @@ def owned(testapp, monkeypatch):
     monkeypatch.setenv("RESULTS_PASSWORD_HASH", PASSWORD_HASH)
     monkeypatch.delenv("RESULTS_USER", raising=False)
     testapp.authorization = ("Basic", ("owner", PASSWORD))
+    testapp.extra_environ["REMOTE_ADDR"] = "127.0.0.1"  # over plain HTTP, only from loopback
     return testapp
 
 
@@ -258,7 +259,9 @@ def test_the_csv_file_is_sent_a_batch_of_rows_at_a_time(owned, sent, monkeypatch
 
     monkeypatch.setattr(app.DATABASE, "export", counted_export)
     credentials = base64.b64encode(f"owner:{PASSWORD}".encode()).decode()
-    environ = webob.Request.blank("/results.csv", {"HTTP_AUTHORIZATION": f"Basic {credentials}"})
+    environ = webob.Request.blank(
+        "/results.csv", {"HTTP_AUTHORIZATION": f"Basic {credentials}", "REMOTE_ADDR": "127.0.0.1"}
+    )
     environ = environ.environ
     answer = app.application(environ, lambda status, headers, exc_info=None: None)
     try:
