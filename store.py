@@ -110,6 +110,8 @@ EXPORT = (
     "LEFT JOIN submission_hobby ON submission_id = id GROUP BY id ORDER BY id"
 )
 EXPORT_HOBBY = ", count(CASE hobby WHEN ? THEN 1 END) > 0"
+DECLARE = "DECLARE export NO SCROLL CURSOR FOR "  # PostgreSQL: the export fetched in batches
+FETCH = "FETCH FORWARD {count} FROM export"
 NOT_FIELDS = {"id", "token", "received"}  # never a field's: a token is the key to a saved page
 MOST_BARS = 16  # a histogram's bars at most
 TOP = 10  # a text field's most common answers shown
@@ -283,8 +285,7 @@ class Database:
         converted, and the columns from `bools` on as bools (SQLite gives 0 or 1)."""
         closing_down = False
         try:
-            with self.reading() as cursor:
-                cursor.execute(statement, params)
+            with self.reading(statement, params) as cursor:
                 batch = self.fetch(cursor)
                 try:
                     yield None
@@ -477,8 +478,9 @@ class SQLite(Database):
                 self.writer.release()
 
     @contextmanager
-    def reading(self):
-        """A read transaction for an export, on a connection of its own, closed at the end:
+    def reading(self, statement: str, params: list):
+        """Run an export's query in a read transaction on a connection of its own, closed at
+        the end:
         the thread's own stays free for anything it does meanwhile. It holds a snapshot for as
         long as the export reads, and while it does no checkpoint can move the WAL file's pages
         past it, so the -wal file grows with the saves meanwhile: acceptable for an export of a
@@ -486,7 +488,7 @@ class SQLite(Database):
         try:
             with closing(self.open(check=True)) as connection:
                 connection.execute("BEGIN")
-                yield connection.cursor()
+                yield connection.execute(statement, params)
         except self.errors as error:
             raise Unavailable(f"SQLite {self.path}: {error}") from error
 
@@ -635,22 +637,23 @@ class PostgreSQL(Database):
             raise Unavailable(f"PostgreSQL {self}: {error}") from error
 
     @contextmanager
-    def reading(self):
-        """A read transaction for an export, on a pooled connection, through a server-side
-        cursor: each batch is a FETCH, under the statement timeout, and the watchdog bounds each
-        one (and the end of the transaction) but not the time the reader takes between them."""
+    def reading(self, statement: str, params: list):
+        """Declare an export's query as a cursor in a read transaction on a pooled connection:
+        each batch is then a FETCH, under the statement timeout, and the watchdog bounds each
+        (and the transaction's end) but not the time the reader takes between them. The
+        transaction's end closes the cursor on the server."""
         with self.transaction(lock=False) as cursor:
-            connection = cursor.connection
-            with connection.cursor(name="export") as named:
-                try:
-                    yield named
-                finally:
-                    self.watchdog.extend(connection, time.monotonic() + self.watchdog.seconds)
+            cursor.execute(DECLARE + statement, params)
+            try:
+                yield cursor
+            finally:
+                self.watchdog.extend(cursor.connection, time.monotonic() + self.watchdog.seconds)
 
     def fetch(self, cursor) -> list:
         """Return the export's next batch, within the watchdog's time."""
         self.watchdog.extend(cursor.connection, time.monotonic() + self.watchdog.seconds)
-        batch = cursor.fetchmany(EXPORT_BATCH)
+        cursor.execute(FETCH.format(count=EXPORT_BATCH))
+        batch = cursor.fetchall()
         self.watchdog.extend(cursor.connection, math.inf)  # the reader's time, not the server's
         return batch
 
