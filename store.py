@@ -283,29 +283,17 @@ class Database:
     def stream(self, statement: str, params: list, bools: int) -> Iterator:
         """Yield None once the query's first batch is fetched, then each row: its time
         converted, and the columns from `bools` on as bools (SQLite gives 0 or 1)."""
-        closing_down = False
-        try:
-            with self.reading(statement, params) as cursor:
+        with self.reading(statement, params) as cursor:
+            batch = self.fetch(cursor)
+            yield None
+            while batch:
+                for row in batch:
+                    yield (
+                        self.from_time(row[0]),
+                        *row[1:bools],
+                        *(bool(value) for value in row[bools:]),
+                    )
                 batch = self.fetch(cursor)
-                try:
-                    yield None
-                    while batch:
-                        for row in batch:
-                            yield (
-                                self.from_time(row[0]),
-                                *row[1:bools],
-                                *(bool(value) for value in row[bools:]),
-                            )
-                        batch = self.fetch(cursor)
-                except GeneratorExit:
-                    closing_down = True
-                    raise
-        except Unavailable:
-            # The reader stopped reading, and ending the transaction failed (the server went
-            # away meanwhile): the connection is dropped as after any fault; nobody is waiting
-            # for the error, which a generator's close() would raise into the WSGI server.
-            if not closing_down:
-                raise
 
     def fetch(self, cursor) -> list:
         """Return the export's next batch of rows, [] at the end."""

@@ -12,6 +12,7 @@ import secrets
 import sqlite3
 import subprocess
 import sys
+import time
 from contextlib import closing
 from datetime import UTC, date, datetime, timedelta
 
@@ -364,6 +365,20 @@ def test_postgresql_stopped_or_frozen_during_an_export(
     if fault == "stopped":
         postgres.start()
     assert len(list(database.export(FIELDS, HOBBIES))) == 3
+
+
+def test_postgresql_a_reader_slower_than_the_watchdog_is_not_cut_off(
+    postgresql_database, monkeypatch
+):
+    # The watchdog bounds each batch's fetch, not the reader's pauses (a slow download).
+    database = postgresql_database
+    for _ in range(3):
+        save(database, monkeypatch, NOW)
+    monkeypatch.setattr(store, "EXPORT_BATCH", 1)
+    rows = database.export(FIELDS, HOBBIES)
+    next(rows)
+    time.sleep(database.watchdog.seconds + 2 * database.watchdog.TICK)
+    assert len(list(rows)) == 2
 
 
 def test_postgresql_frozen_while_the_reader_waits_closes_without_raising(
