@@ -288,11 +288,7 @@ class Database:
             yield None
             while batch:
                 for row in batch:
-                    yield (
-                        self.from_time(row[0]),
-                        *row[1:bools],
-                        *(bool(value) for value in row[bools:]),
-                    )
+                    yield (self.from_time(row[0]), *row[1:bools], *map(bool, row[bools:]))
                 batch = self.fetch(cursor)
 
     def fetch(self, cursor) -> list:
@@ -568,7 +564,8 @@ class PostgreSQL(Database):
             reconnect_timeout=TIMEOUT,
             kwargs={
                 "connect_timeout": round(TIMEOUT),
-                "options": f"-c statement_timeout={round(timeout * 1000)}",
+                # UTC: times come back in the UTC the app uses, with no conversion row by row
+                "options": f"-c statement_timeout={round(timeout * 1000)} -c TimeZone=UTC",
             },
             check=self.check_connection,  # one that broke while idle is replaced before use
             configure=self.configure,
