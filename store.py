@@ -11,6 +11,9 @@ kept, and the next request tries again, on a connection opened afresh if the fau
 The schema changes once per deploy, never by the instances at start: `python -m store migrate`
 (the Procfile's release: line, the form-app-task@migrate unit, `make run`). The same command line
 backs up, restores and purges: `python -m store --help`.
+
+The owner's results page reads figures the database computes (results()), and the CSV export
+every submission, fetched in batches as it is sent (export()).
 """
 
 import argparse
@@ -260,7 +263,7 @@ class Database:
             empty = counts.pop(None, 0)
             return {"kind": kind, "empty": empty, "bins": histogram(counts)}
         cursor.execute(self.sql(TOP_VALUES.format(name=name)), [TOP])
-        top = [(value, number) for value, number in cursor.fetchall()]
+        top = cursor.fetchall()
         cursor.execute(ANSWERED.format(name=name))
         answered = cursor.fetchone()[0]
         others = answered - sum(number for _, number in top)
@@ -337,7 +340,7 @@ class Database:
 
 def histogram(counts: dict[int, int]) -> list[tuple[int, int, int]]:
     """Return the bins of a histogram of integers, given how many times each value came: (low,
-    high, count), low..high inclusive, as few as MOST_BARS, contiguous from the lowest value's
+    high, count), low..high inclusive, MOST_BARS at most, contiguous from the lowest value's
     bin to the highest's, empty ones included; each as wide as the narrowest of 1, 2, 5, 10, 20,
     50... that makes MOST_BARS enough, and starting at a multiple of that width."""
     if not counts:
@@ -464,11 +467,10 @@ class SQLite(Database):
     @contextmanager
     def reading(self, statement: str, params: list):
         """Run an export's query in a read transaction on a connection of its own, closed at
-        the end:
-        the thread's own stays free for anything it does meanwhile. It holds a snapshot for as
-        long as the export reads, and while it does no checkpoint can move the WAL file's pages
-        past it, so the -wal file grows with the saves meanwhile: acceptable for an export of a
-        few seconds a million rows; the next checkpoint after it catches up."""
+        the end: the thread's own stays free for whatever it does meanwhile. The transaction
+        holds its snapshot as long as the export reads, and no checkpoint can go past it
+        meanwhile, so the -wal file grows with the saves made during the export: acceptable for
+        an export of a few seconds a million rows; the first checkpoint after it catches up."""
         try:
             with closing(self.open(check=True)) as connection:
                 connection.execute("BEGIN")
