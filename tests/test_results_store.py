@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from bottle import FormsDict
 from databases import sqlite_url
+from helpers import submitted
 from test_faults import freeze, thaw
 
 import app
@@ -28,6 +29,7 @@ from deploy.servers import ROOT
 
 FIELDS = [name for name in app.validate(FormsDict())[0] if name != "hobbies"]  # as app.py has it
 HOBBIES = list(app.HOBBIES)
+VALUES = app.validate(submitted())[0]  # the example submission, cleaned, as the app saves it
 # The day the known submissions are saved on: fixed, so that the days' figures are pinned.
 TODAY = date(2026, 3, 10)
 NOW = datetime(2026, 3, 10, 12, 30, tzinfo=UTC)
@@ -60,7 +62,7 @@ def save(database, monkeypatch, received: datetime, **values) -> str:
     token = secrets.token_urlsafe(16)
     with monkeypatch.context() as patch:
         patch.setattr(store, "now", lambda: received)
-        database.save(token, {"age": "34", "hobbies": HOBBIES, **values})
+        database.save(token, {**VALUES, **values})
     return token
 
 
@@ -140,7 +142,7 @@ def test_results_over_fewer_days_end_today(database, monkeypatch):
 def test_a_text_field_shows_its_most_common_answers_and_how_many_others(database, monkeypatch):
     add_column(database)
     names = ["Ada"] * 3 + ["Cy"] * 2 + ["Bob"] * 2 + list("DEFGHIJK") + [""] * 2
-    random.Random(1).shuffle(names)  # saved in any order
+    random.Random(1).shuffle(names)  # saved in any order  # nosec B311
     for name in names:
         save(database, monkeypatch, NOW, name=name)
     figures = database.results(["name", *FIELDS], HOBBIES)["fields"]
@@ -152,11 +154,12 @@ def test_a_text_field_shows_its_most_common_answers_and_how_many_others(database
         "top": [("Ada", 3), ("Bob", 2), ("Cy", 2), *[(name, 1) for name in "DEFGHIJ"]],
         "others": 1,
     }
-    assert figures["age"]["bins"] == [(34, 34, len(names))]
+    age = int(VALUES["age"])
+    assert figures["age"]["bins"] == [(age, age, len(names))]
 
 
 def test_a_field_with_no_column_is_refused_before_any_sql(database):
-    database.save(secrets.token_urlsafe(16), {"age": "34", "hobbies": []})
+    database.save(secrets.token_urlsafe(16), VALUES)
     for fields in (["name"], ["age; DROP TABLE submission"], ["token"], ["id"], ["received"]):
         with pytest.raises(store.Unavailable, match="no column for the field"):
             database.results(fields, HOBBIES)
@@ -197,7 +200,7 @@ def test_histogram_bins(counts, bins):
 def test_histogram_bins_are_at_most_16_contiguous_of_a_round_width():
     allowed = list(itertools.islice(store.widths(), 12))
     assert allowed[:7] == [1, 2, 5, 10, 20, 50, 100]
-    rng = random.Random(25)
+    rng = random.Random(25)  # nosec B311
     for _ in range(500):
         low = rng.randint(-1000, 1000)
         counts = {rng.randint(low, low + rng.randint(0, 50_000)): rng.randint(1, 9) for _ in "abc"}
@@ -302,7 +305,7 @@ def test_postgresql_an_export_holds_its_pooled_connection_until_closed(postgresq
     # One connection in the pool (one thread): the export must give it back.
     database = store.connect(postgresql_database.url, threads=1)
     try:
-        database.save(secrets.token_urlsafe(16), {"age": "34", "hobbies": []})
+        database.save(secrets.token_urlsafe(16), VALUES)
         rows = database.export(FIELDS, HOBBIES)
         with pytest.raises(store.Unavailable):  # waits store.TIMEOUT for the one connection
             database.count()
@@ -329,7 +332,7 @@ def test_postgresql_stopped_or_frozen_before_an_export_or_results(
     postgresql_database, postgres, fault
 ):
     database = postgresql_database
-    database.save(secrets.token_urlsafe(16), {"age": "34", "hobbies": []})
+    database.save(secrets.token_urlsafe(16), VALUES)
     if fault == "stopped":
         postgres.stop()
     else:
