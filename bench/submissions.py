@@ -38,7 +38,8 @@ COPY_HOBBY = "COPY submission_hobby (submission_id, hobby) FROM STDIN"
 def add(url: str, count: int, days: int = 365, seed: int = 25) -> None:
     """Store `count` made-up submissions in the database at url (migrated), as the module's
     docstring says, received over the last `days` days."""
-    rng = random.Random(seed)  # nosec B311: made-up answers, the same each run, no secret
+    # Made-up answers, the same each run: no secret comes from this generator.
+    rng = random.Random(seed)  # nosec B311
     end = store.now()
     moments = sorted(rng.random() for _ in range(count))
     database = store.connect(url, threads=1, timeout=store.COMMAND_TIMEOUT)
