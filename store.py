@@ -11,9 +11,14 @@ kept, and the next request tries again, on a connection opened afresh if the fau
 The schema changes once per deploy, never by the instances at start: `python -m store migrate`
 (the Procfile's release: line, the form-app-task@migrate unit, `make run`). The same command line
 backs up, restores and purges: `python -m store --help`.
+
+The owner's results page reads figures the database computes (results()), and the CSV export
+every submission, fetched in batches as it is sent (export()).
 """
 
 import argparse
+import itertools
+import math
 import os
 import re
 import socket
@@ -22,6 +27,7 @@ import subprocess  # pg_dump and pg_restore, for backups  # nosec B404
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -58,6 +64,10 @@ MIGRATIONS = [
             PRIMARY KEY (submission_id, hobby)
         )""",
     ],
+    [  # 2: the owner's results at a million rows: the ages' histogram, each hobby's count
+        "CREATE INDEX submission_age ON submission (age)",
+        "CREATE INDEX submission_hobby_hobby ON submission_hobby (hobby)",
+    ],
 ]
 TYPES = {
     "sqlite": {"id": "INTEGER PRIMARY KEY", "time": "text"},
@@ -78,6 +88,37 @@ PURGE = [
     "DELETE FROM submission WHERE received < ?",
 ]
 COUNT = "SELECT count(*) FROM submission"
+
+# The owner's results, each figure an aggregate the database computes (Database.results). {name}
+# is a column of the form's fields, checked against the table's columns before it is put here.
+COLUMNS = {  # each column's name and SQL type: an integer column is a number, any other text
+    "sqlite": "SELECT name, type FROM pragma_table_info('submission')",
+    "postgresql": "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+    "WHERE attrelid = 'submission'::regclass AND attnum > 0 AND NOT attisdropped",
+}
+LAST = "SELECT max(received) FROM submission"
+HOBBY_COUNT = "SELECT count(*) FROM submission_hobby WHERE hobby = ?"
+VALUE_COUNTS = "SELECT {name}, count(*) FROM submission GROUP BY {name}"  # NULL: left empty
+TOP_VALUES = (
+    "SELECT {name}, count(*) FROM submission WHERE {name} IS NOT NULL "
+    "GROUP BY {name} ORDER BY count(*) DESC, {name} LIMIT ?"
+)
+ANSWERED = "SELECT count({name}) FROM submission"
+PER_DAY = "SELECT {day} AS day, count(*) FROM submission WHERE received >= ? GROUP BY day"
+DAY = {"sqlite": "substr(received, 1, 10)", "postgresql": "(received AT TIME ZONE 'UTC')::date"}
+# The export (Database.export): every submission by id, a column a field, then one a hobby,
+# true if it was chosen. One pass over both tables in id order (a merge join on PostgreSQL).
+EXPORT = (
+    "SELECT received{columns}{hobbies} FROM submission "
+    "LEFT JOIN submission_hobby ON submission_id = id GROUP BY id ORDER BY id"
+)
+EXPORT_HOBBY = ", count(CASE hobby WHEN ? THEN 1 END) > 0"
+DECLARE = "DECLARE export NO SCROLL CURSOR FOR "  # PostgreSQL: the export fetched in batches
+FETCH = "FETCH FORWARD {count} FROM export"
+NOT_FIELDS = {"id", "token", "received"}  # never a field's: a token is the key to a saved page
+MOST_BARS = 16  # a histogram's bars at most
+TOP = 10  # a text field's most common answers shown
+EXPORT_BATCH = 10_000  # rows fetched at a time: memory stays flat, the round trips few
 
 
 class Unavailable(Exception):
@@ -171,6 +212,92 @@ class Database:
             cursor.execute(COUNT)
             return cursor.fetchone()[0]
 
+    def results(self, fields: list[str], hobbies: list[str], days: int = 30) -> dict:
+        """Return the figures of the owner's results page, each computed by the database in one
+        read transaction: how many submissions and when the last came; each hobby's count, in
+        the order given (0 for one never chosen); for each field, in the order given, how many
+        left it empty and either (integer column) a histogram, bins (low, high, count) with
+        low..high inclusive, or (text) the TOP most common answers, (value, count), and how many
+        others; and submissions per UTC day, the last `days` days up to today, oldest first."""
+        today = now().date()
+        first_day = today - timedelta(days=days - 1)
+        since = self.time(datetime(first_day.year, first_day.month, first_day.day, tzinfo=UTC))
+        with self.transaction(lock=False) as cursor:
+            kinds = self.kinds(cursor, fields)
+            cursor.execute(COUNT)
+            count = cursor.fetchone()[0]
+            cursor.execute(LAST)
+            last = cursor.fetchone()[0]
+            chosen = []
+            for hobby in hobbies:
+                cursor.execute(self.sql(HOBBY_COUNT), [hobby])
+                chosen.append((hobby, cursor.fetchone()[0]))
+            figures = {name: self.figures(cursor, name, kinds[name], count) for name in fields}
+            cursor.execute(self.sql(PER_DAY.format(day=DAY[self.kind])), [since])
+            per_day = {str(day): number for day, number in cursor.fetchall()}
+        dates = [first_day + timedelta(days=n) for n in range(days)]
+        return {
+            "count": count,
+            "last": None if last is None else self.from_time(last),
+            "hobbies": chosen,
+            "fields": figures,
+            "days": [(day, per_day.get(day.isoformat(), 0)) for day in dates],
+        }
+
+    def kinds(self, cursor, fields: list[str]) -> dict[str, str]:
+        """Return each field's kind, "number" (an integer column) or "text", from the table's
+        columns; a field with no column of its own is a fault of the schema (Unavailable)."""
+        cursor.execute(COLUMNS[self.kind])
+        types = {name: type.lower() for name, type in cursor.fetchall()}
+        for name in fields:  # checked before any name is put into SQL
+            if name not in types or name in NOT_FIELDS:
+                raise Unavailable(f"the submission table has no column for the field {name!r}")
+        # "int" in the type: SQLite's own rule for an integer column; PostgreSQL's integer types.
+        return {name: "number" if "int" in types[name] else "text" for name in fields}
+
+    def figures(self, cursor, name: str, kind: str, count: int) -> dict:
+        """Return one field's figures for results(): a histogram, or the most common answers."""
+        if kind == "number":
+            cursor.execute(VALUE_COUNTS.format(name=name))
+            counts = dict(cursor.fetchall())
+            empty = counts.pop(None, 0)
+            return {"kind": kind, "empty": empty, "bins": histogram(counts)}
+        cursor.execute(self.sql(TOP_VALUES.format(name=name)), [TOP])
+        top = cursor.fetchall()
+        cursor.execute(ANSWERED.format(name=name))
+        answered = cursor.fetchone()[0]
+        others = answered - sum(number for _, number in top)
+        return {"kind": kind, "empty": count - answered, "top": top, "others": others}
+
+    def export(self, fields: list[str], hobbies: list[str]) -> Iterator[tuple]:
+        """Return every submission, oldest first: (received, each field's value, each hobby as
+        a bool). The query has run when this returns (Unavailable, if it could not); the rows
+        come from a generator, fetched EXPORT_BATCH at a time, which raises Unavailable if the
+        database fails on the way. Close it (or read it to the end) to release the connection."""
+        with self.transaction(lock=False) as cursor:
+            self.kinds(cursor, fields)
+        statement = EXPORT.format(
+            columns="".join(f", {name}" for name in fields), hobbies=EXPORT_HOBBY * len(hobbies)
+        )
+        rows = self.stream(self.sql(statement), hobbies, 1 + len(fields))
+        next(rows)  # the query, and its first batch
+        return rows
+
+    def stream(self, statement: str, params: list, bools: int) -> Iterator:
+        """Yield None once the query's first batch is fetched, then each row: its time
+        converted, and the columns from `bools` on as bools (SQLite gives 0 or 1)."""
+        with self.reading(statement, params) as cursor:
+            batch = self.fetch(cursor)
+            yield None
+            while batch:
+                for row in batch:
+                    yield (self.from_time(row[0]), *row[1:bools], *map(bool, row[bools:]))
+                batch = self.fetch(cursor)
+
+    def fetch(self, cursor) -> list:
+        """Return the export's next batch of rows, [] at the end."""
+        return cursor.fetchmany(EXPORT_BATCH)
+
     def purge(self, older_than: timedelta) -> int:
         """Delete the submissions received longer ago than older_than; return how many."""
         cutoff = self.time(now() - older_than)
@@ -209,6 +336,32 @@ class Database:
                 f"the database's schema is at version {version}, this code needs "
                 f"{len(MIGRATIONS)}: run `python -m store migrate`"
             )
+
+
+def histogram(counts: dict[int, int]) -> list[tuple[int, int, int]]:
+    """Return the bins of a histogram of integers, given how many times each value came: (low,
+    high, count), low..high inclusive, MOST_BARS at most, contiguous from the lowest value's
+    bin to the highest's, empty ones included; each as wide as the narrowest of 1, 2, 5, 10, 20,
+    50... that makes MOST_BARS enough, and starting at a multiple of that width."""
+    if not counts:
+        return []
+    lowest, highest = min(counts), max(counts)
+    width = next(width for width in widths() if highest // width - lowest // width < MOST_BARS)
+    start = lowest // width
+    bins = [
+        [number * width, number * width + width - 1, 0]
+        for number in range(start, highest // width + 1)
+    ]
+    for value, count in counts.items():
+        bins[value // width - start][2] += count
+    return [tuple(each) for each in bins]
+
+
+def widths() -> Iterator[int]:
+    """Yield 1, 2, 5, 10, 20, 50, 100... the widths a histogram's bins may have."""
+    for power in itertools.count():
+        for step in (1, 2, 5):
+            yield step * 10**power
 
 
 def use_wal(connection: sqlite3.Connection) -> None:
@@ -311,6 +464,20 @@ class SQLite(Database):
             if lock:
                 self.writer.release()
 
+    @contextmanager
+    def reading(self, statement: str, params: list):
+        """Run an export's query in a read transaction on a connection of its own, closed at
+        the end: the thread's own stays free for whatever it does meanwhile. The transaction
+        holds its snapshot as long as the export reads, and no checkpoint can go past it
+        meanwhile, so the -wal file grows with the saves made during the export: acceptable for
+        an export of a few seconds a million rows; the first checkpoint after it catches up."""
+        try:
+            with closing(self.open(check=True)) as connection:
+                connection.execute("BEGIN")
+                yield connection.execute(statement, params)
+        except self.errors as error:
+            raise Unavailable(f"SQLite {self.path}: {error}") from error
+
     def drop(self) -> None:
         """Close this thread's connection; its next transaction opens another."""
         connection = self.local.__dict__.pop("connection", None)
@@ -399,7 +566,8 @@ class PostgreSQL(Database):
             reconnect_timeout=TIMEOUT,
             kwargs={
                 "connect_timeout": round(TIMEOUT),
-                "options": f"-c statement_timeout={round(timeout * 1000)}",
+                # UTC: times come back in the UTC the app uses, with no conversion row by row
+                "options": f"-c statement_timeout={round(timeout * 1000)} -c TimeZone=UTC",
             },
             check=self.check_connection,  # one that broke while idle is replaced before use
             configure=self.configure,
@@ -454,6 +622,27 @@ class PostgreSQL(Database):
                 yield cursor
         except self.errors as error:
             raise Unavailable(f"PostgreSQL {self}: {error}") from error
+
+    @contextmanager
+    def reading(self, statement: str, params: list):
+        """Declare an export's query as a cursor in a read transaction on a pooled connection:
+        each batch is then a FETCH, under the statement timeout, and the watchdog bounds each
+        (and the transaction's end) but not the time the reader takes between them. The
+        transaction's end closes the cursor on the server."""
+        with self.transaction(lock=False) as cursor:
+            cursor.execute(DECLARE + statement, params)
+            try:
+                yield cursor
+            finally:
+                self.watchdog.extend(cursor.connection, time.monotonic() + self.watchdog.seconds)
+
+    def fetch(self, cursor) -> list:
+        """Return the export's next batch, within the watchdog's time."""
+        self.watchdog.extend(cursor.connection, time.monotonic() + self.watchdog.seconds)
+        cursor.execute(FETCH.format(count=EXPORT_BATCH))
+        batch = cursor.fetchall()
+        self.watchdog.extend(cursor.connection, math.inf)  # the reader's time, not the server's
+        return batch
 
     def close(self) -> None:
         self.pool.close()
@@ -534,6 +723,13 @@ class Watchdog:
         finally:
             with self.lock:  # once out, the connection is never cut: the pool may hand it on
                 self.deadlines.pop(connection, None)
+
+    def extend(self, connection, deadline: float) -> None:
+        """Move a watched connection's deadline (an export's, batch by batch); one cut off
+        already stays cut off."""
+        with self.lock:
+            if connection in self.deadlines:
+                self.deadlines[connection] = deadline
 
     def run(self) -> None:
         while True:
