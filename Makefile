@@ -82,7 +82,7 @@ test-systemd: $(VENV)/.dev
 
 SUITE = $(1)/bin/pytest --ignore=tests/browser $(PARALLEL) && $(1)/bin/pytest -m stress
 
-# PNGs of the pages' seven states for the docs, from the app served as in production.
+# PNGs of the pages' eight states for the docs, from the app served as in production.
 screenshots: $(VENV)/.dev
 	PYTHONPATH=.:tests $(BIN)/python tests/browser/screenshots.py docs/screenshots
 
