@@ -155,6 +155,13 @@ def operator_steps() -> list[str]:
     return [block for block in blocks if DEBIAN_12_ONLY not in block]
 
 
+def rolling_restart() -> str:
+    """Return docs/deployment.md's upgrade: pull, install, migrate, then restart the instances
+    one at a time."""
+    [block] = shell_blocks(section(DEPLOYMENT, "## Upgrading without losing a request"))
+    return block
+
+
 def rows(machine: Machine) -> int:
     """Return how many submissions the unit's database holds."""
     return int(machine.run(COUNT).stdout)
@@ -273,12 +280,10 @@ def test_the_backup_timer_is_on_and_the_purge_timer_is_off_until_configured(mach
 
 
 def test_the_rolling_restart_under_load_loses_nothing(machine):
-    blocks = shell_blocks(section(DEPLOYMENT, "## Upgrading without losing a request"))
-    assert len(blocks) == 1
     migrated = migrations(machine)
     with load(machine) as counts:
         for _ in range(3):
-            machine.run(blocks[0], ENVIRONMENT, timeout=300)
+            machine.run(rolling_restart(), ENVIRONMENT, timeout=300)
     print(f"three rolling restarts: {counts}")
     assert counts["errors"] == [] and counts["cut"] == {}, counts
     assert set(counts["statuses"]) == {"GET 200", "POST 303"}, counts
@@ -360,11 +365,10 @@ systemctl daemon-reload
 
 
 def test_a_failed_migration_stops_the_upgrade_and_a_crash_still_restarts(machine):
-    blocks = shell_blocks(section(DEPLOYMENT, "## Upgrading without losing a request"))
     pids = [show(machine, f"form-app@{port}", "MainPID") for port in PORTS]
     machine.run(MIGRATION_FAILS)
     try:
-        upgrade = machine.run(blocks[0], ENVIRONMENT, check=False, timeout=300)
+        upgrade = machine.run(rolling_restart(), ENVIRONMENT, check=False, timeout=300)
         assert upgrade.returncode != 0, upgrade
         assert show(machine, "form-app-task@migrate", "Result") == "exit-code"
         # The upgrade stopped before any instance was restarted.
