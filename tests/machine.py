@@ -46,10 +46,22 @@ class Machine:
         nsenter = ["nsenter", f"--target={self.init_pid()}", "--all"]
         return [*nsenter, "env", "-i", *variables, "bash", "-e", "-o", "pipefail", "-c", script]
 
-    def run(self, script: str, environ: dict | None = None, check: bool = True, timeout=180):
-        """Run a bash script in the machine; return its CompletedProcess (output as text)."""
+    def run(
+        self,
+        script: str,
+        environ: dict | None = None,
+        check: bool = True,
+        timeout=180,
+        stdin: str = "",
+    ):
+        """Run a bash script in the machine, `stdin` its standard input (not a terminal, as
+        under a pipe); return its CompletedProcess (output as text)."""
         done = subprocess.run(
-            self.command(script, environ), capture_output=True, text=True, timeout=timeout
+            self.command(script, environ),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if check and done.returncode != 0:
             raise AssertionError(

@@ -4,14 +4,17 @@
 systemd-nspawn, a network of its own), and these tests, in order, run the README's shell blocks
 in it as root, then do to the running site what happens to one in service: load, a rolling
 restart, crashes, a migration that fails, a certificate renewal, the daily backup and a restore
-from it, reboots. A wrong step in the README fails here. Every POST answered 303 is a row in
-the database the unit writes.
+from it, the owner's password set and the results opened with it, reboots. A wrong step in the
+README fails here. Every POST answered 303 is a row in the database the unit writes.
 
 The machine has no network and no DNS, and Let's Encrypt is out of reach, so a test changes what
 it must, and only that (SUBSTITUTIONS, ENVIRONMENT, and `prepare`), each said below.
 """
 
+import base64
 import contextlib
+import csv
+import io
 import json
 import os
 import re
@@ -26,6 +29,7 @@ from helpers import encoded
 from machine import Machine, section, shell_blocks
 
 import app
+import owner
 
 pytestmark = pytest.mark.systemd
 
@@ -155,6 +159,13 @@ def operator_steps() -> list[str]:
     return [block for block in blocks if DEBIAN_12_ONLY not in block]
 
 
+def rolling_restart() -> str:
+    """Return docs/deployment.md's upgrade: pull, install, migrate, then restart the instances
+    one at a time."""
+    [block] = shell_blocks(section(DEPLOYMENT, "## Upgrading without losing a request"))
+    return block
+
+
 def rows(machine: Machine) -> int:
     """Return how many submissions the unit's database holds."""
     return int(machine.run(COUNT).stdout)
@@ -273,12 +284,10 @@ def test_the_backup_timer_is_on_and_the_purge_timer_is_off_until_configured(mach
 
 
 def test_the_rolling_restart_under_load_loses_nothing(machine):
-    blocks = shell_blocks(section(DEPLOYMENT, "## Upgrading without losing a request"))
-    assert len(blocks) == 1
     migrated = migrations(machine)
     with load(machine) as counts:
         for _ in range(3):
-            machine.run(blocks[0], ENVIRONMENT, timeout=300)
+            machine.run(rolling_restart(), ENVIRONMENT, timeout=300)
     print(f"three rolling restarts: {counts}")
     assert counts["errors"] == [] and counts["cut"] == {}, counts
     assert set(counts["statuses"]) == {"GET 200", "POST 303"}, counts
@@ -360,11 +369,10 @@ systemctl daemon-reload
 
 
 def test_a_failed_migration_stops_the_upgrade_and_a_crash_still_restarts(machine):
-    blocks = shell_blocks(section(DEPLOYMENT, "## Upgrading without losing a request"))
     pids = [show(machine, f"form-app@{port}", "MainPID") for port in PORTS]
     machine.run(MIGRATION_FAILS)
     try:
-        upgrade = machine.run(blocks[0], ENVIRONMENT, check=False, timeout=300)
+        upgrade = machine.run(rolling_restart(), ENVIRONMENT, check=False, timeout=300)
         assert upgrade.returncode != 0, upgrade
         assert show(machine, "form-app-task@migrate", "Result") == "exit-code"
         # The upgrade stopped before any instance was restarted.
@@ -466,6 +474,102 @@ def test_the_purge_timer_runs_once_configured_as_the_readme_says(machine):
     journal = machine.run("journalctl -u form-app-task@purge --no-pager -o cat").stdout
     assert "deleted 0 submissions" in journal  # all were received today
     assert rows(machine) == kept
+
+
+# The owner's password, typed by the operator, and a wrong one, as someone guessing would send it.
+PASSWORD = "correct horse battery staple"  # the owner's, in these tests  # nosec B105
+WRONG = "Tr0ub4dor&3-guess"
+OWNER = shlex.quote(f"{owner.DEFAULT_USER}:{PASSWORD}")  # curl -u's argument
+# What the owner's pages need of the units' sandbox: room for scrypt's 16 MiB a check.
+MEMORY_BOUNDS = ("MemoryMax", "MemoryHigh", "MemorySwapMax", "LimitAS", "LimitDATA")
+
+
+def owner_page(machine: Machine, path: str, password: str | None = None) -> tuple[int, dict, str]:
+    """Return the status, headers (names in lower case) and body of an owner's page through
+    nginx over HTTPS, asked for as the owner with a password, if given."""
+    user = f"-u {shlex.quote(f'{owner.DEFAULT_USER}:{password}')}" if password else ""
+    # Output as text: curl's CRLFs are LFs here.
+    head, _, body = curl(machine, f"-i {user} {SITE}{path.lstrip('/')}").partition("\n\n")
+    status, *fields = head.splitlines()
+    headers = {name.lower(): value for name, value in (f.split(": ", 1) for f in fields)}
+    return int(status.split()[1]), headers, body
+
+
+def test_the_readme_sets_the_owner_s_password_and_the_restart_reads_it(machine):
+    database = section(README, "## The database and its backups")
+    [password_block] = [block for block in shell_blocks(database) if "-m owner" in block]
+    # nginx lets an address send 11 requests at once to /results*, then one every 10 s: these
+    # tests send 7 there.
+    for path in ("/results", "/results.csv"):  # no password set yet: no such pages
+        status, headers, _ = owner_page(machine, path)
+        assert status == 404 and headers["cache-control"] == "no-store", (path, headers)
+    settings = machine.run("cat /etc/default/form-app").stdout.splitlines()
+    # As the README has it, typed at the terminal; here one line of standard input.
+    typed = machine.run(password_block, stdin=f"{PASSWORD}\n")
+    assert typed.stdout == "", typed
+    *kept, added = machine.run("cat /etc/default/form-app").stdout.splitlines()
+    assert kept == settings  # the purge's setting, from the README's block before
+    assert re.fullmatch(r"RESULTS_PASSWORD_HASH=scrypt:[0-9a-f:]+", added), added
+    mode = machine.run("stat -c '%a %U' /etc/default/form-app").stdout.strip()
+    assert mode == "600 root"  # root's alone, as the README's `chmod 600` made it
+    # The instances read the file when they start: until restarted, still no such pages.
+    assert owner_page(machine, "/results")[0] == 404
+    pids = [show(machine, f"form-app@{port}", "MainPID") for port in PORTS]
+    machine.run(rolling_restart(), ENVIRONMENT, timeout=300)
+    restarted = [show(machine, f"form-app@{port}", "MainPID") for port in PORTS]
+    assert all(old != new for old, new in zip(pids, restarted, strict=True))
+
+
+def test_the_owner_s_pages_open_with_the_password_over_https_only(machine):
+    status, headers, _ = owner_page(machine, "/results")
+    assert status == 401 and headers["www-authenticate"] == owner.CHALLENGE, headers
+    status, headers, _ = owner_page(machine, "/results", WRONG)
+    assert status == 401 and headers["www-authenticate"] == owner.CHALLENGE, headers
+    assert headers["cache-control"] == "no-store"
+    count = rows(machine)
+    status, headers, page = owner_page(machine, "/results", PASSWORD)
+    assert status == 200, page
+    assert headers["cache-control"] == "no-store" and headers["x-robots-tag"] == "noindex"
+    assert re.search(rf"<p>{count} submissions?; the last on ", page), count  # 1 submission
+    status, headers, export = owner_page(machine, "/results.csv", PASSWORD)
+    assert status == 200 and headers["content-type"] == "text/csv; charset=utf-8", headers
+    table = list(csv.reader(io.StringIO(export.removeprefix("\ufeff"))))
+    assert table[0] == ["received", *app.FIELDS, *app.HOBBIES]
+    assert len(table) == 1 + count
+    # Plain HTTP, even with the password: the redirect, never the page.
+    redirect = curl(
+        machine,
+        f"-o /dev/null -w '%{{http_code}} %{{redirect_url}}' -u {OWNER} "
+        "http://form.example.org/results.csv",
+    )
+    assert redirect == "301 https://form.example.org/results.csv"
+    # The wrong try is logged with the address, and neither password, as typed or as sent
+    # (base64 in the Authorization header), is anywhere in the journal or nginx's logs.
+    journal = machine.run("journalctl -u 'form-app@*' --no-pager -o cat").stdout
+    failure = r"^WARNING:app:owner: wrong credentials for the results from 127\.0\.0\.1$"
+    assert len(re.findall(failure, journal, re.MULTILINE)) == 1, journal[-2000:]
+    for secret in (PASSWORD, WRONG):
+        sent = base64.b64encode(f"{owner.DEFAULT_USER}:{secret}".encode()).decode()
+        for text in (secret, sent):
+            found = machine.run(
+                f"journalctl --no-pager -o cat | grep -F -e {shlex.quote(text)} "
+                f"|| grep -rF -e {shlex.quote(text)} /var/log/nginx",
+                check=False,
+            )
+            assert found.returncode == 1, found.stdout
+
+
+def test_the_sandbox_lets_each_instance_check_the_password(machine):
+    # scrypt takes 16 MiB a check: no memory bound on the units, and each instance, asked on
+    # loopback past nginx, checks the password and answers without dying.
+    pids = [show(machine, f"form-app@{port}", "MainPID") for port in PORTS]
+    for port in PORTS:
+        shown = machine.run(f"systemctl show form-app@{port} -p " + " -p ".join(MEMORY_BOUNDS))
+        bounds = dict(line.split("=", 1) for line in shown.stdout.split())
+        assert bounds == dict.fromkeys(MEMORY_BOUNDS, "infinity"), bounds
+        url = f"http://127.0.0.1:{port}/results"
+        assert curl(machine, f"-o /dev/null -w '%{{http_code}}' -u {OWNER} {url}") == "200"
+    assert [show(machine, f"form-app@{port}", "MainPID") for port in PORTS] == pids
 
 
 def test_the_units_start_at_every_boot(machine):
