@@ -4,14 +4,17 @@ streams, and the server's memory meanwhile.
 
 For each database, a fresh one (an SQLite file in a temporary folder, or a database on a
 PostgreSQL server the bench starts, as bench/proxy.py does), migrated, then filled with
-bench/submissions.py's realistic rows. The app is served by the Procfile's command line on CPU 0,
+bench/submissions.py's realistic rows (PostgreSQL's then vacuumed and analyzed, as autovacuum
+leaves it within a minute). The app is served by the Procfile's command line on CPU 0,
 as bench/bench.py serves it, with the owner's password set. Every request comes from loopback,
 where the owner may sign in over plain HTTP, with the owner's credentials: each pays the scrypt
 check. One GET /results warms up, then several are timed, each from connecting to its last byte:
 the median and the worst. Then GET /results.csv a few times, each read to its end, its lines
-counted: rows a second. The server's peak memory (VmHWM) is read after the pages and again after
-the exports. A MISSED target does not fail; an answer other than 200, or an export whose rows
-are not the rows stored, does. Run it from the repository as `python -m bench.results`.
+counted: rows a second. Each request's CPU is the app server's and the database server's (its
+processes, those that ended too); the server's peak memory (VmHWM) is read after the pages and
+again after the exports. A MISSED target does not fail; an answer other than 200, or an export
+whose rows are not the rows stored, does. Run it from the repository as
+`python -m bench.results`.
 """
 
 import argparse
