@@ -108,11 +108,14 @@ fuzz: $(VENV)/.dev
 
 # What one request costs the app on one core, against the floor, the seed and the same form in
 # Flask, and what storing a POST costs: against the app with a store that keeps nothing and the
-# disk's durable SQLite commits (bench/bench.py); it rewrites the table in docs/benchmark.md.
-# Numbers, not pass/fail: tests/test_bench.py runs it for a second a cell. Needs wrk.
+# disk's durable SQLite commits (bench/bench.py); then the owner's /results and /results.csv
+# with 1,000,000 stored submissions on SQLite and on a PostgreSQL it starts (bench/results.py).
+# Each rewrites its table in docs/benchmark.md. Numbers, not pass/fail: tests/test_bench.py runs
+# them briefly. Needs wrk and PostgreSQL; some minutes.
 bench: $(VENV)/.dev
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install -y wrk"; exit 1; }
 	$(BIN)/python -m bench.bench --output docs/benchmark.md
+	$(BIN)/python -m bench.results --output docs/benchmark.md
 
 # What several instances buy: through nginx with 1 and with N instances, storing in one SQLite
 # file and in one PostgreSQL that it starts (bench/proxy.py; N is the number of CPUs, or

@@ -66,6 +66,13 @@ def served_by_procfile(target: str) -> str:
     return command.replace("app:application", TARGETS[target])
 
 
+def serve(target: str, log: Path, environ: dict) -> Server:
+    """Start a target as the Procfile serves the app, on the server's CPU; return once it
+    listens."""
+    command = f"taskset -c {SERVER_CPU} {served_by_procfile(target)}"
+    return start_server(command, log, environ=environ)
+
+
 @functools.cache
 def form_body() -> str:
     """Return app.EXAMPLE urlencoded, as a browser sends the form."""
@@ -172,17 +179,23 @@ def load_average() -> str:
     return " ".join(f"{load:.2f}" for load in os.getloadavg())
 
 
-def machine() -> str:
-    """Describe when and where the numbers come from, with the load average at the time."""
+def where() -> str:
+    """Describe when and on what the numbers are taken, with the load average at the time."""
     cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
-    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[1]
     return (
         f"{datetime.datetime.now().isoformat(timespec='minutes')}; "
         f"nproc {os.cpu_count()}, {cpu[1] if cpu else platform.machine()}; "
         f"load average {load_average()} at the start; "
-        f"Linux {platform.release()}; Python {platform.python_version()}, "
-        f"Bottle {version('bottle')}, Flask {version('flask')}, Jinja2 {version('jinja2')}, "
-        f"Waitress {version('waitress')}, wrk {wrk_version}"
+        f"Linux {platform.release()}; Python {platform.python_version()}"
+    )
+
+
+def machine() -> str:
+    """Describe where the numbers come from, and the versions of what is measured."""
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[1]
+    return (
+        f"{where()}, Bottle {version('bottle')}, Flask {version('flask')}, "
+        f"Jinja2 {version('jinja2')}, Waitress {version('waitress')}, wrk {wrk_version}"
     )
 
 
@@ -248,12 +261,13 @@ def ratios(results: dict) -> list[list]:
     return rows
 
 
-def record(output: Path, text: str):
-    """Put the results between the markers in the output file, keeping what is around them."""
-    block = f"{MARK_START}\n{text}{MARK_END}"
+def record(output: Path, text: str, start: str = MARK_START, end: str = MARK_END):
+    """Put the results between the markers in the output file, keeping what is around them;
+    at its end, between new markers, the first time."""
+    block = f"{start}\n{text}{end}"
     old = output.read_text() if output.exists() else ""
-    if MARK_START in old and MARK_END in old:
-        new = old[: old.index(MARK_START)] + block + old[old.index(MARK_END) + len(MARK_END) :]
+    if start in old and end in old:
+        new = old[: old.index(start)] + block + old[old.index(end) + len(end) :]
     else:
         new = old + ("\n" if old else "") + block + "\n"
     output.write_text(new)
@@ -298,8 +312,7 @@ def measure(args) -> tuple[dict, dict, dict]:
         servers = {}
         try:
             for target in args.targets:
-                command = f"taskset -c {SERVER_CPU} {served_by_procfile(target)}"
-                servers[target] = start_server(command, folder / f"{target}.log", environ=environ)
+                servers[target] = serve(target, folder / f"{target}.log", environ)
             # One request each before any timing: the floor captures the app's pages here.
             firsts = {
                 (target, method): fetch(server.url, method)
