@@ -14,6 +14,7 @@ import re
 import secrets
 import sys
 import threading
+import unicodedata
 from pathlib import Path
 
 from bottle import FormsDict, request, response, static_file, template
@@ -209,7 +210,17 @@ def csv_cells(row: tuple) -> list[str]:
             cells.append("1" if value else "0")
         else:
             cells.append("" if value is None else str(value))
-    return ["'" + cell if cell.startswith(FORMULA_START) else cell for cell in cells]
+    return ["'" + cell if starts_formula(cell) else cell for cell in cells]
+
+
+def starts_formula(cell: str) -> bool:
+    """Tell whether a spreadsheet could read a cell as a formula: it starts with one of
+    FORMULA_START as it is, after white space, or once its compatibility forms are folded
+    (NFKC: a full-width ＝ or a small ﹦ is read as = by some spreadsheets)."""
+    folded = unicodedata.normalize("NFKC", cell)
+    # Each form looked at: a tab or CR is white space to lstrip(), and a combining mark after
+    # = folds with it into another character (= and U+0338 into ≠).
+    return any(text.startswith(FORMULA_START) for text in (cell, cell.lstrip(), folded.lstrip()))
 
 
 def unavailable(error: store.Unavailable) -> str:

@@ -273,3 +273,25 @@ def test_the_csv_file_is_sent_a_batch_of_rows_at_a_time(owned, sent, monkeypatch
         assert list(chunks) == []
     finally:
         answer.close()
+
+
+# What a spreadsheet may still read as a formula: = in its other widths, or after white space.
+DISGUISED = [
+    "\uff1d1+1",
+    "\ufe661+1",
+    " =1+1",
+    "\u00a0\u3000+1",
+    "\n-1",
+    " \uff20SUM(1)",
+    "=\u03381",
+]
+
+
+def test_no_cell_starts_a_formula_in_another_width_or_after_white_space(owned, named):
+    save(named, [*DISGUISED, "Ada \uff1d x", "\uff21da"])
+    header, *rows = read_csv(owned.get("/results.csv", status=200).body)
+    assert [row[1] for row in rows] == [
+        *("'" + name for name in DISGUISED),
+        "Ada \uff1d x",
+        "\uff21da",
+    ]
