@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import SERVER_COMMANDS, Answer
+from helpers import SERVER_COMMANDS, Answer, access_lines
 
 import app
 import guards
@@ -730,3 +730,68 @@ def test_tries_at_once_get_no_more_than_the_burst(clock):
     for thread in threads:
         thread.join(30)
     assert sorted(waits) == [0] * owner.BURST + [owner.INTERVAL] * (tries - owner.BURST)
+
+
+# On a platform (TRUSTED_PROXY=*): only the router reaches the app, and any peer is believed.
+
+
+@pytest.fixture(scope="module")
+def platform_server(tmp_path_factory, stored_hash):
+    """The Procfile's server as the docs set it on a platform: TRUSTED_PROXY=*."""
+    log = tmp_path_factory.mktemp("platform") / "server.log"
+    environ = {"RESULTS_PASSWORD_HASH": stored_hash, "TRUSTED_PROXY": "*"}
+    server = start_server(SERVER_COMMANDS["procfile"], log, environ=environ)
+    yield server
+    server.stop()
+
+
+ROUTER = "127.0.0.2"  # a peer that is not 127.0.0.1, as a platform's router is not
+
+
+def get_from(server, source: str, forwarded: dict[str, str]) -> int:
+    """Send the owner's GET /results from a source address with headers; return the status."""
+    conn = http.client.HTTPConnection(
+        server.host, server.port, timeout=10, source_address=(source, 0)
+    )
+    try:
+        conn.request("GET", "/results", headers={"Authorization": RIGHT, **forwarded})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def logged(server, client: str, count: int) -> list[list[str]]:
+    """Return the client and scheme of a server's access lines for /results from `client` (as
+    Waitress saw it), once `count` are there: the log is written by a thread of its own."""
+    deadline = time.monotonic() + 10  # against a hang only
+    while True:
+        found = [
+            fields[:2]
+            for fields in access_lines(server.output())
+            if fields[0] == client and fields[3] == "/results"
+        ]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+HTTPS = {"X-Forwarded-For": OUTSIDE, "X-Forwarded-Proto": "https"}
+PLAIN = {"X-Forwarded-For": OUTSIDE, "X-Forwarded-Proto": "http"}
+
+
+def test_on_a_platform_the_routers_address_and_scheme_are_believed_from_any_peer(
+    platform_server,
+):
+    assert get_from(platform_server, ROUTER, HTTPS) == 200
+    assert get_from(platform_server, ROUTER, PLAIN) == 403  # plain HTTP from the internet
+    assert logged(platform_server, OUTSIDE, 2) == [[OUTSIDE, "https"], [OUTSIDE, "http"]]
+
+
+def test_by_default_another_peers_forwarded_headers_are_dropped(owner_server):
+    # Not the trusted proxy (127.0.0.1): its X-Forwarded-* are dropped, and it is what it is,
+    # a loopback client over plain HTTP, let in either way.
+    assert get_from(owner_server, ROUTER, HTTPS) == 200
+    assert get_from(owner_server, ROUTER, PLAIN) == 200
+    assert logged(owner_server, ROUTER, 2) == [[ROUTER, "http"], [ROUTER, "http"]]
