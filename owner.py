@@ -200,15 +200,18 @@ def is_loopback(address: str) -> bool:
 
 
 class Throttle:
-    """Failed tries per client, as a token bucket (GCRA): BURST at once, then one every
-    INTERVAL seconds. For each client, the time its bucket is full again; a client whose bucket
-    is full is forgotten, so only those that failed in the last BURST * INTERVAL seconds are kept.
+    """Tries per client, as a token bucket (GCRA): BURST at once, then one every INTERVAL
+    seconds. check() takes a try before the password is checked and gives it back when it was
+    right, so what stays counted is the wrong ones (and those refused as busy). For each client,
+    the time its bucket is full again; a client whose bucket is full is forgotten, so only those
+    that failed in the last BURST * INTERVAL seconds are kept.
 
     At most MAX_CLIENTS are kept. Beyond them (a guessing attack from that many addresses at
-    once), every other client shares one bucket: a newcomer, the owner too, may wait some
-    seconds while the attack lasts, but no attacker gets a fresh burst by crowding out its own
-    count, and the owner's known address keeps its own. In this process only: each of the
-    app's processes counts on its own, and nginx's rate (deploy/form-app.conf) covers them all.
+    once), every other client shares one bucket: a newcomer, the owner signing in too, may wait
+    some seconds while the attack lasts, but no attacker gets a fresh burst by crowding out its
+    own count; the owner's known address keeps its own, and credentials already found right
+    are not counted at all (Remembered). In this process only: each of the app's processes
+    counts on its own, and nginx's rate (deploy/form-app.conf) covers them all.
     """
 
     SHARED = "(others)"
