@@ -14,6 +14,7 @@ import re
 import secrets
 import sys
 import threading
+import unicodedata
 from pathlib import Path
 
 from bottle import FormsDict, request, response, static_file, template
@@ -158,23 +159,38 @@ def show_results():
 
 @app.route("/results.csv", method=["GET", "HEAD"])
 def export_results():
-    """Send the owner every submission as a CSV file, streamed as it is read."""
+    """Send the owner every submission as a CSV file, streamed as it is read; one export at a
+    time in a process (503 meanwhile)."""
     owner.check()
+    # Each export holds a thread and a database read for seconds: a second one at once (a
+    # double click, a script) waits its turn rather than take another of the four threads.
+    if not EXPORTING.acquire(blocking=False):
+        response.status = 503
+        response.set_header("Retry-After", str(EXPORT_RETRY_SECONDS))
+        return render_error(response.status_line, EXPORT_BUSY)
     try:
         rows = DATABASE.export(FIELDS, list(HOBBIES))
     except store.Unavailable as error:
+        EXPORTING.release()
         return unavailable(error)
     response.content_type = "text/csv; charset=utf-8"
     response.set_header("Content-Disposition", 'attachment; filename="results.csv"')
-    return csv_lines(["received", *FIELDS, *HOBBIES], rows)
+    return csv_lines(["received", *FIELDS, *HOBBIES], rows, done=EXPORTING.release)
 
 
 CSV_BATCH = 1000  # rows written to the CSV file's buffer, and sent, at a time
+EXPORTING = threading.Lock()  # held by the export in progress, until its last row is sent
+EXPORT_RETRY_SECONDS = 5
+EXPORT_BUSY = (
+    "Another export of the results is being sent just now. "
+    f"Please try again in {EXPORT_RETRY_SECONDS} seconds."
+)
 
 
-def csv_lines(header: list[str], rows):
+def csv_lines(header: list[str], rows, done=None):
     """Yield the CSV file in pieces: a BOM (so that Excel reads UTF-8) and the header, then
-    each batch of rows; the rows are read one batch at a time, never all at once."""
+    each batch of rows; the rows are read one batch at a time, never all at once. When the
+    file is sent, or cut short, the rows are closed and `done` is called."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, quoting=csv.QUOTE_ALL)
     buffer.write("\ufeff")
@@ -192,7 +208,11 @@ def csv_lines(header: list[str], rows):
         logs.APP.error("export cut short: %s", error)
         raise
     finally:
-        rows.close()
+        try:
+            rows.close()
+        finally:
+            if done is not None:
+                done()
 
 
 # What a spreadsheet reads as the start of a formula in a cell (OWASP, CSV injection).
@@ -209,7 +229,17 @@ def csv_cells(row: tuple) -> list[str]:
             cells.append("1" if value else "0")
         else:
             cells.append("" if value is None else str(value))
-    return ["'" + cell if cell.startswith(FORMULA_START) else cell for cell in cells]
+    return ["'" + cell if starts_formula(cell) else cell for cell in cells]
+
+
+def starts_formula(cell: str) -> bool:
+    """Tell whether a spreadsheet could read a cell as a formula: it starts with one of
+    FORMULA_START as it is, after white space, or once its compatibility forms are folded
+    (NFKC: a full-width ＝ or a small ﹦ is read as = by some spreadsheets)."""
+    folded = unicodedata.normalize("NFKC", cell)
+    # Each form looked at: a tab or CR is white space to lstrip(), and a combining mark after
+    # = folds with it into another character (= and U+0338 into ≠).
+    return any(text.startswith(FORMULA_START) for text in (cell, cell.lstrip(), folded.lstrip()))
 
 
 def unavailable(error: store.Unavailable) -> str:
@@ -326,6 +356,13 @@ SERVER = {
     # default, 1, sends the head, then the body): an instance killed between the two would cut
     # an answer short that nginx has begun to pass on and cannot retry. Larger than any page.
     "send_bytes": 18000,
+    # How much of an answer Waitress keeps for a slow client before the app's thread waits
+    # (default 16 MB; past outbuf_overflow, 1 MB, it is kept in a temporary file). Large enough
+    # for the whole CSV export: a client that stops reading, with no nginx in front to take it
+    # all (make run, a platform), would otherwise hold a thread and the export's database read
+    # (which on SQLite stops the WAL from being checkpointed) for as long as it stays. The
+    # cost: about 40 MB of temporary disk per million rows exported, while the client reads.
+    "outbuf_high_watermark": 1024 * 1024 * 1024,
     # Behind the shipped proxy (deploy/), believe the client address and scheme it forwards;
     # from anyone else, drop those headers (Waitress's default), so they cannot be forged.
     # TRUSTED_PROXY: nginx's address when it runs on another host (the Procfile reads it too).

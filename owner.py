@@ -10,13 +10,19 @@ What people sent is for the person who runs the form, and the internet will try 
   from anywhere else the pages answer 403 and read nothing;
 - user and password are compared in constant time, the hash checked even when the user is
   wrong, so that the time of an answer tells nothing;
-- wrong or unreadable credentials are counted per client (its IPv4 address, or its IPv6 /64)
-  in a token bucket: a few tries, then one every few seconds; beyond it 429 with Retry-After,
-  and the password is not even tried. The count is this process's own: nginx's rate on these
-  paths (deploy/form-app.conf) bounds all processes together. Each failure is logged with the
-  address, never with what was typed;
-- one scrypt check runs at a time in a process, so that a flood of guesses leaves the form's
-  own requests a core;
+- each try is counted per client (its IPv4 address, or its IPv6 /64) in a token bucket as it
+  is let through, and given back when it was right: a few tries, then one every few seconds;
+  beyond it 429 with Retry-After, and the password is not even tried. While the table of
+  clients is full (an attack from thousands of addresses), newcomers share one bucket. The
+  count is this process's own: nginx's rate on these paths (deploy/form-app.conf) bounds all
+  processes together. Each failure is logged with the address, never with what was typed;
+- one scrypt check runs at a time in a process, and no request waits for it: one that finds
+  it busy gets 503 at once, and its try stays counted, so that a flood of guesses holds
+  neither the server's few threads nor more than one core, and the form still answers;
+- credentials found right are remembered (a keyed digest of the header, in memory, a few at
+  most, forgotten when RESULTS_USER or RESULTS_PASSWORD_HASH changes): the owner's next
+  requests are let in at once, with no scrypt check and no count, even while an attack fills
+  the table of clients or this client's bucket;
 - every answer, refusals too, is `Cache-Control: no-store` and `X-Robots-Tag: noindex`.
 The client's address and scheme are the server's (REMOTE_ADDR and wsgi.url_scheme, which
 Waitress takes from its trusted proxy's headers only), never Bottle's request.remote_addr and
@@ -68,10 +74,12 @@ BURST, INTERVAL = 5, 10
 # Clients whose tries are counted; one that failed within BURST * INTERVAL seconds is kept.
 # When that many are kept, all others share one count (see Throttle).
 MAX_CLIENTS = 10_000
-# scrypt checks at once in this process (the app runs one process per core), and how long a
-# request waits for its turn before a 503: each check takes a core for some 40 ms, and the form's
-# own requests must still find one.
-CHECKS_AT_ONCE, CHECK_WAIT = 1, 0.5
+# scrypt checks at once in this process (the app runs one process per core): each takes a core
+# for some 40 ms, and the form's own requests must still find one. None is waited for: a thread
+# waiting its turn is one of the server's four that the form cannot use.
+CHECKS_AT_ONCE = 1
+# Credentials found right that are remembered: the owner's browsers, a few devices.
+REMEMBERED_AT_MOST = 8
 
 NOT_HTTPS = (
     "The results are shown over HTTPS only, where the password cannot be read on its way: "
@@ -192,22 +200,25 @@ def is_loopback(address: str) -> bool:
 
 
 class Throttle:
-    """Failed tries per client, as a token bucket (GCRA): BURST at once, then one every
-    INTERVAL seconds. For each client, the time its bucket is full again; a client whose bucket
-    is full is forgotten, so only those that failed in the last BURST * INTERVAL seconds are kept.
+    """Tries per client, as a token bucket (GCRA): BURST at once, then one every INTERVAL
+    seconds. check() takes a try before the password is checked and gives it back when it was
+    right, so what stays counted is the wrong ones (and those refused as busy). For each client,
+    the time its bucket is full again; a client whose bucket is full is forgotten, so only those
+    that failed in the last BURST * INTERVAL seconds are kept.
 
     At most MAX_CLIENTS are kept. Beyond them (a guessing attack from that many addresses at
-    once), every other client shares one bucket: a newcomer, the owner too, may wait some
-    seconds while the attack lasts, but no attacker gets a fresh burst by crowding out its own
-    count, and the owner's known address keeps its own. In this process only: each of the
-    app's processes counts on its own, and nginx's rate (deploy/form-app.conf) covers them all.
+    once), every other client shares one bucket: a newcomer, the owner signing in too, may wait
+    some seconds while the attack lasts, but no attacker gets a fresh burst by crowding out its
+    own count; the owner's known address keeps its own, and credentials already found right
+    are not counted at all (Remembered). In this process only: each of the app's processes
+    counts on its own, and nginx's rate (deploy/form-app.conf) covers them all.
     """
 
     SHARED = "(others)"
 
     def __init__(self, clock=time.monotonic):
         self.clock = clock
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # take() holds it across wait() and fail()
         self.full_at: collections.OrderedDict[str, float] = collections.OrderedDict()
 
     def wait(self, key: str) -> int:
@@ -225,6 +236,26 @@ class Throttle:
             self.full_at[slot] = max(self.full_at.get(slot, now), now) + INTERVAL
             self.full_at.move_to_end(slot)  # kept in the order of their last failure
 
+    def take(self, key: str) -> int:
+        """Count a try if the client may make one now and return 0, else return how many
+        seconds it must wait (counting nothing). In one step: requests at once cannot all find
+        the bucket open before any of them is counted."""
+        with self.lock:
+            if seconds := self.wait(key):
+                return seconds
+            self.fail(key)
+            return 0
+
+    def give_back(self, key: str) -> None:
+        """Take back a try counted by take() that was right."""
+        with self.lock:
+            now = self.clock()
+            slot = self.slot(key, now)
+            if slot in self.full_at:
+                self.full_at[slot] -= INTERVAL
+                if self.full_at[slot] <= now:  # full again: forgotten, as slot() would
+                    del self.full_at[slot]
+
     def slot(self, key: str, now: float) -> str:
         """Return the bucket a client counts in, after forgetting those full again."""
         # The oldest failures first: one full BURST * INTERVAL ago is full, and so all before it.
@@ -235,14 +266,60 @@ class Throttle:
         return self.SHARED
 
 
+class Remembered:
+    """Authorization headers lately found right, so that the owner's next requests need
+    neither a scrypt check nor a try from the bucket: no guess is made with a known header.
+
+    Each is kept as its HMAC-SHA256 under a key made at start, never as the header itself
+    (nothing in memory reads as the password), at most REMEMBERED_AT_MOST of them, the oldest
+    forgotten first. They hold for the settings they were checked under: a new RESULTS_USER
+    or RESULTS_PASSWORD_HASH forgets them all.
+    """
+
+    def __init__(self):
+        self.key = secrets.token_bytes(32)
+        self.lock = threading.Lock()
+        self.settings: tuple[str, str] | None = None
+        self.digests: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+
+    def digest(self, header: str) -> bytes:
+        """Return the keyed digest a header is remembered by."""
+        # surrogatepass: whatever text a server put in the environ has bytes
+        message = header.encode("utf-8", "surrogatepass")
+        return hmac.new(self.key, message, hashlib.sha256).digest()
+
+    def knows(self, header: str, settings: tuple[str, str]) -> bool:
+        """Tell whether a header was found right under these settings."""
+        digest = self.digest(header)
+        with self.lock:
+            # A set's look-up is not constant time, and need not be: it compares digests under
+            # a key that never leaves this process, so no one can make a header whose digest
+            # comes near a kept one, and the time taken tells nothing of the password.
+            return self.settings == settings and digest in self.digests
+
+    def add(self, header: str, settings: tuple[str, str]) -> None:
+        """Remember a header found right under these settings."""
+        digest = self.digest(header)
+        with self.lock:
+            if self.settings != settings:
+                self.digests.clear()
+                self.settings = settings
+            self.digests[digest] = None
+            self.digests.move_to_end(digest)
+            while len(self.digests) > REMEMBERED_AT_MOST:
+                self.digests.popitem(last=False)
+
+
 THROTTLE = Throttle()
 CHECKING = threading.BoundedSemaphore(CHECKS_AT_ONCE)
+REMEMBERED = Remembered()
 
 
 def check() -> None:
     """Let the owner's request through, or refuse it: 404 while no password is set, 403 over
-    plain HTTP but from loopback, 429 while this client has failed too often, 401 for missing or
-    wrong credentials (the failures counted and logged). Every answer gets HEADERS."""
+    plain HTTP but from loopback, 429 while this client has tried too often, 401 for missing or
+    wrong credentials (the failures logged), 503 while another password is being checked.
+    Every answer gets HEADERS."""
     for name, value in HEADERS.items():
         response.set_header(name, value)
     user, stored = settings()
@@ -252,23 +329,27 @@ def check() -> None:
     address = environ.get("REMOTE_ADDR") or ""  # Waitress's, from a trusted proxy only
     if environ.get("wsgi.url_scheme") != "https" and not is_loopback(address):
         raise guards.Refusal(403, NOT_HTTPS, headers=HEADERS)
+    header = environ.get("HTTP_AUTHORIZATION")
+    if header is not None and REMEMBERED.knows(header, (user, stored)):
+        return  # found right before: no guess is made, so nothing to check or count
     key = client(address)
-    if seconds := THROTTLE.wait(key):
+    # A browser's first request has no credentials: it asks the person, then sends them. It
+    # tries nothing, so it is not counted; any other try is, before it is checked.
+    seconds = THROTTLE.wait(key) if header is None else THROTTLE.take(key)
+    if seconds:
         raise guards.Refusal(
             429,
             f"Too many wrong passwords came from your address. Please try again in {seconds} "
             f"second{'s' if seconds > 1 else ''}.",
             headers={**HEADERS, "Retry-After": str(seconds)},
         )
-    header = environ.get("HTTP_AUTHORIZATION")
-    if header is None:  # a browser's first request: it asks the person, then sends them
+    if header is None:
         raise unauthorized()
     given = credentials(header)
     if given is None:
-        THROTTLE.fail(key)
         logs.APP.warning("owner: unreadable credentials for the results from %s", address)
         raise unauthorized()
-    if not CHECKING.acquire(timeout=CHECK_WAIT):
+    if not CHECKING.acquire(blocking=False):  # the try stays counted: a flood is slowed too
         raise guards.Refusal(503, BUSY, headers={**HEADERS, "Retry-After": "1"})
     try:
         # Both compared, whatever the first says: the answer takes as long either way.
@@ -277,9 +358,10 @@ def check() -> None:
     finally:
         CHECKING.release()
     if not (right_user and right_password):
-        THROTTLE.fail(key)
         logs.APP.warning("owner: wrong credentials for the results from %s", address)
         raise unauthorized()
+    THROTTLE.give_back(key)
+    REMEMBERED.add(header, (user, stored))
 
 
 def unauthorized() -> guards.Refusal:

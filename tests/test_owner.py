@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import SERVER_COMMANDS, Answer
+from helpers import SERVER_COMMANDS, Answer, access_lines
 
 import app
 import guards
@@ -63,6 +63,14 @@ def clock(monkeypatch) -> Clock:
     clock = Clock()
     monkeypatch.setattr(owner, "THROTTLE", owner.Throttle(clock))
     return clock
+
+
+@pytest.fixture(autouse=True)
+def remembered(monkeypatch) -> owner.Remembered:
+    """No credentials remembered from another test: each test's first right ones are checked."""
+    fresh = owner.Remembered()
+    monkeypatch.setattr(owner, "REMEMBERED", fresh)
+    return fresh
 
 
 def basic(user: str, password: str) -> str:
@@ -314,20 +322,37 @@ def test_a_client_is_forgotten_once_its_failures_have_expired(clock):
     assert list(throttle.full_at) == ["b", "c"]
 
 
-def test_while_the_server_checks_another_password_a_request_waits_then_gets_503(
+def test_while_the_server_checks_another_password_a_try_gets_503_at_once_and_counts(
     testapp, password_set, monkeypatch
 ):
-    busy = threading.BoundedSemaphore(1)
-    busy.acquire()
-    monkeypatch.setattr(owner, "CHECKING", busy)
-    monkeypatch.setattr(owner, "CHECK_WAIT", 0)
-    res = visit(testapp, "/results", 503, RIGHT)
-    assert res.headers["Retry-After"] == "1"
-    assert said(res) == owner.BUSY
-    assert_private(res)
-    busy.release()
-    assert owner.THROTTLE.full_at == {}  # not counted: nothing was tried
-    visit(testapp, "/results", 200, RIGHT)
+    checking = threading.BoundedSemaphore(1)
+    monkeypatch.setattr(owner, "CHECKING", checking)
+    held, answered = threading.Event(), threading.Event()
+
+    def check_another():  # another request's scrypt check, which lasts until these are answered
+        with checking:
+            held.set()
+            answered.wait(30)  # against a hang only
+
+    other = threading.Thread(target=check_another)
+    other.start()
+    try:
+        assert held.wait(30)
+        busy = [
+            visit(testapp, "/results", 503, WRONG["wrong password"], OUTSIDE, "https")
+            for _ in range(owner.BURST)
+        ]
+        # Each try counted, as a wrong one is: a flood of them is slowed, not let through.
+        visit(testapp, "/results", 429, WRONG["wrong password"], OUTSIDE, "https")
+        assert other.is_alive()  # all answered while the other check held the slot: none waited
+    finally:
+        answered.set()
+        other.join()
+    for res in busy:
+        assert res.headers["Retry-After"] == "1"
+        assert said(res) == owner.BUSY
+        assert_private(res)
+    visit(testapp, "/results", 200, RIGHT, "198.51.100.7", "https")  # the slot is free again
 
 
 def test_user_and_password_are_compared_in_constant_time_whatever_the_user(
@@ -595,9 +620,178 @@ def test_a_client_cannot_escape_its_count_by_writing_x_forwarded_for(owner_serve
         }
         assert get(owner_server, "/results", forwarded, WRONG["wrong password"]).status == 401
     forwarded = {"X-Forwarded-For": "198.51.100.99, 192.0.2.8", "X-Forwarded-Proto": "https"}
-    assert get(owner_server, "/results", forwarded).status == 429
+    assert get(owner_server, "/results", forwarded, WRONG["wrong password"]).status == 429
     deadline = time.monotonic() + 10  # the log is written by a thread of its own (logs.py)
     while len(logged := warnings(owner_server)) < owner.BURST and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(logged) == owner.BURST
     assert all("from 192.0.2.8" in line and "198.51.100" not in line for line in logged)
+
+
+# Credentials found right are remembered; each try is counted as it is made.
+
+
+def counted_scrypt(monkeypatch) -> list:
+    """Count the scrypt checks from now on (each still made)."""
+    hashed, real_scrypt = [], owner.scrypt
+    monkeypatch.setattr(owner, "scrypt", lambda *args: hashed.append(args) or real_scrypt(*args))
+    return hashed
+
+
+def test_credentials_found_right_are_let_in_again_unchecked_even_while_throttled(
+    testapp, password_set, monkeypatch
+):
+    visit(testapp, "/results", 200, RIGHT, OUTSIDE, "https")
+    hashed = counted_scrypt(monkeypatch)
+    visit(testapp, "/results", 200, RIGHT, OUTSIDE, "https")
+    assert hashed == []  # no scrypt check: the header is known right
+    fail(testapp, owner.BURST)  # its own address throttled now
+    visit(testapp, "/results.csv", 200, RIGHT, OUTSIDE, "https")
+    assert len(hashed) == owner.BURST  # the wrong ones' checks alone
+    # Only that header: another try from the address waits, and is not checked.
+    visit(testapp, "/results", 429, basic(owner.DEFAULT_USER, PASSWORD + "?"), OUTSIDE, "https")
+    assert len(hashed) == owner.BURST
+
+
+def test_the_owner_stays_in_while_an_attack_fills_the_table_of_clients(
+    testapp, password_set, monkeypatch
+):
+    visit(testapp, "/results", 200, RIGHT, OUTSIDE, "https")
+    monkeypatch.setattr(owner, "MAX_CLIENTS", 2)
+    for host in range(2 + owner.BURST):  # two in the table, then the shared bucket emptied
+        fail(testapp, 1, f"198.51.100.{host}")
+    visit(testapp, "/results", 429, WRONG["wrong password"], "192.0.2.1", "https")
+    visit(testapp, "/results", 200, RIGHT, "192.0.2.2", "https")  # a newcomer, but known right
+
+
+def test_a_new_password_hash_or_user_forgets_the_credentials_remembered(
+    testapp, password_set, monkeypatch
+):
+    visit(testapp, "/results", 200, RIGHT)
+    monkeypatch.setenv("RESULTS_PASSWORD_HASH", owner.hash_password("another password"))
+    visit(testapp, "/results", 401, RIGHT)
+    monkeypatch.setenv("RESULTS_PASSWORD_HASH", password_set)
+    monkeypatch.setenv("RESULTS_USER", "ana")
+    visit(testapp, "/results", 401, RIGHT)
+
+
+def test_a_few_credentials_are_remembered_the_oldest_forgotten_first(remembered):
+    settings = ("owner", "the hash")
+    headers = [f"Basic {n}" for n in range(owner.REMEMBERED_AT_MOST + 1)]
+    for header in headers:
+        remembered.add(header, settings)
+    assert not remembered.knows(headers[0], settings)
+    assert all(remembered.knows(header, settings) for header in headers[1:])
+    assert not remembered.knows(headers[1], ("owner", "another hash"))
+    remembered.add(headers[1], ("owner", "another hash"))
+    assert not remembered.knows(headers[2], settings)  # all forgotten with the old settings
+    assert len(remembered.digests) == 1
+
+
+def test_wrong_credentials_are_not_remembered(testapp, password_set, monkeypatch):
+    fail(testapp, 1)
+    hashed = counted_scrypt(monkeypatch)
+    fail(testapp, 1)
+    assert len(hashed) == 1
+
+
+def test_a_try_is_counted_while_it_is_checked_and_given_back_when_right(
+    testapp, password_set, monkeypatch, clock
+):
+    seen, real_verify = [], owner.verify
+    monkeypatch.setattr(
+        owner,
+        "verify",
+        lambda *args: seen.append(dict(owner.THROTTLE.full_at)) or real_verify(*args),
+    )
+    fail(testapp, 1)
+    visit(testapp, "/results", 200, RIGHT, OUTSIDE, "https")
+    # Counted before the check: requests at once cannot all be checked before any is counted.
+    assert seen == [
+        {OUTSIDE: clock.now + owner.INTERVAL},
+        {OUTSIDE: clock.now + 2 * owner.INTERVAL},
+    ]
+    assert owner.THROTTLE.full_at == {OUTSIDE: clock.now + owner.INTERVAL}  # the right one back
+    visit(testapp, "/results", 200, RIGHT, "198.51.100.7", "https")
+    assert owner.THROTTLE.full_at == {OUTSIDE: clock.now + owner.INTERVAL}  # none left for it
+
+
+def test_tries_at_once_get_no_more_than_the_burst(clock):
+    tries = owner.BURST * 3
+    start, waits = threading.Barrier(tries), []
+
+    def one_try():
+        start.wait(30)
+        waits.append(owner.THROTTLE.take(OUTSIDE))
+
+    threads = [threading.Thread(target=one_try) for _ in range(tries)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(waits) == [0] * owner.BURST + [owner.INTERVAL] * (tries - owner.BURST)
+
+
+# On a platform (TRUSTED_PROXY=*): only the router reaches the app, and any peer is believed.
+
+
+@pytest.fixture(scope="module")
+def platform_server(tmp_path_factory, stored_hash):
+    """The Procfile's server as the docs set it on a platform: TRUSTED_PROXY=*."""
+    log = tmp_path_factory.mktemp("platform") / "server.log"
+    environ = {"RESULTS_PASSWORD_HASH": stored_hash, "TRUSTED_PROXY": "*"}
+    server = start_server(SERVER_COMMANDS["procfile"], log, environ=environ)
+    yield server
+    server.stop()
+
+
+ROUTER = "127.0.0.2"  # a peer that is not 127.0.0.1, as a platform's router is not
+
+
+def get_from(server, source: str, forwarded: dict[str, str]) -> int:
+    """Send the owner's GET /results from a source address with headers; return the status."""
+    conn = http.client.HTTPConnection(
+        server.host, server.port, timeout=10, source_address=(source, 0)
+    )
+    try:
+        conn.request("GET", "/results", headers={"Authorization": RIGHT, **forwarded})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def logged(server, client: str, count: int) -> list[list[str]]:
+    """Return the client and scheme of a server's access lines for /results from `client` (as
+    Waitress saw it), once `count` are there: the log is written by a thread of its own."""
+    deadline = time.monotonic() + 10  # against a hang only
+    while True:
+        found = [
+            fields[:2]
+            for fields in access_lines(server.output())
+            if fields[0] == client and fields[3] == "/results"
+        ]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+HTTPS = {"X-Forwarded-For": OUTSIDE, "X-Forwarded-Proto": "https"}
+PLAIN = {"X-Forwarded-For": OUTSIDE, "X-Forwarded-Proto": "http"}
+
+
+def test_on_a_platform_the_routers_address_and_scheme_are_believed_from_any_peer(
+    platform_server,
+):
+    assert get_from(platform_server, ROUTER, HTTPS) == 200
+    assert get_from(platform_server, ROUTER, PLAIN) == 403  # plain HTTP from the internet
+    assert logged(platform_server, OUTSIDE, 2) == [[OUTSIDE, "https"], [OUTSIDE, "http"]]
+
+
+def test_by_default_another_peers_forwarded_headers_are_dropped(owner_server):
+    # Not the trusted proxy (127.0.0.1): its X-Forwarded-* are dropped, and it is what it is,
+    # a loopback client over plain HTTP, let in either way.
+    assert get_from(owner_server, ROUTER, HTTPS) == 200
+    assert get_from(owner_server, ROUTER, PLAIN) == 200
+    assert logged(owner_server, ROUTER, 2) == [[ROUTER, "http"], [ROUTER, "http"]]

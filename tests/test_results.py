@@ -5,16 +5,21 @@ streamed, with nothing a spreadsheet would run as a formula."""
 
 import base64
 import csv
+import http.client
 import io
+import socket
+import time
 from datetime import UTC, datetime
 
 import pytest
 import webob
-from helpers import example, fill, stored, submitted
+from helpers import SERVER_COMMANDS, example, fill, stored, submitted
 
 import app
 import owner
 import store
+from bench import submissions
+from deploy.servers import start_server
 
 PASSWORD = "correct horse battery staple"  # the owner's, in these tests  # nosec B105
 PASSWORD_HASH = owner.hash_password(PASSWORD)
@@ -273,3 +278,113 @@ def test_the_csv_file_is_sent_a_batch_of_rows_at_a_time(owned, sent, monkeypatch
         assert list(chunks) == []
     finally:
         answer.close()
+
+
+# What a spreadsheet may still read as a formula: = in its other widths, or after white space.
+DISGUISED = [
+    "\uff1d1+1",
+    "\ufe661+1",
+    " =1+1",
+    "\u00a0\u3000+1",
+    "\n-1",
+    " \uff20SUM(1)",
+    "=\u03381",
+]
+
+
+def test_no_cell_starts_a_formula_in_another_width_or_after_white_space(owned, named):
+    save(named, [*DISGUISED, "Ada \uff1d x", "\uff21da"])
+    header, *rows = read_csv(owned.get("/results.csv", status=200).body)
+    assert [row[1] for row in rows] == [
+        *("'" + name for name in DISGUISED),
+        "Ada \uff1d x",
+        "\uff21da",
+    ]
+
+
+# One export at a time in a process; none waits for a client that stops reading.
+
+
+def test_one_export_at_a_time_another_at_once_gets_503_and_the_apps_page(owned, sent):
+    credentials = base64.b64encode(f"owner:{PASSWORD}".encode()).decode()
+    environ = webob.Request.blank(
+        "/results.csv", {"HTTP_AUTHORIZATION": f"Basic {credentials}", "REMOTE_ADDR": "127.0.0.1"}
+    ).environ
+    first = app.application(environ, lambda status, headers, exc_info=None: None)
+    try:  # the first export has begun, and is not all sent
+        res = owned.get("/results.csv", status=503)
+        owned.get("/results", status=200)  # the page is not held by it
+    finally:
+        first.close()  # the client left
+    assert res.headers["Retry-After"] == str(app.EXPORT_RETRY_SECONDS)
+    assert res.headers["Cache-Control"] == "no-store"
+    assert res.content_type == "text/html"
+    res.mustcontain(app.EXPORT_BUSY)
+    owned.get("/results.csv", status=200)  # after one cut short, the next is sent
+    owned.get("/results.csv", status=200)  # and after one sent whole
+
+
+def test_an_export_the_database_refused_holds_no_turn(owned, empty_database_url, monkeypatch):
+    database = store.connect(empty_database_url)  # never migrated: it cannot be read
+    monkeypatch.setattr(app, "DATABASE", database)
+    try:
+        for _ in range(2):
+            owned.get("/results.csv", status=503).mustcontain(app.UNAVAILABLE)
+    finally:
+        database.close()
+
+
+# Rows of some 37 bytes: an export of 26 MB, past Waitress's default high watermark (16 MB)
+# and the kernel's socket buffers (Linux's grow to 4 MB), where the app's thread used to wait
+# for as long as the client did. (With 500,000 rows it did not: the test passed unfixed.)
+STALLED_EXPORT_ROWS = 700_000
+
+
+@pytest.mark.stress
+def test_a_client_that_stops_reading_the_export_holds_no_thread(tmp_path):
+    # On a real Waitress, as the Procfile runs it with no nginx in front (make run, a platform):
+    # the server, not the app's thread, keeps what the client has not read.
+    url = f"sqlite:///{tmp_path / 'form.sqlite3'}"
+    database = store.connect(url)
+    database.migrate()
+    database.close()
+    submissions.add(url, STALLED_EXPORT_ROWS)
+    environ = {"DATABASE_URL": url, "RESULTS_PASSWORD_HASH": PASSWORD_HASH}
+    server = start_server(SERVER_COMMANDS["procfile"], tmp_path / "server.log", environ=environ)
+    credentials = base64.b64encode(f"owner:{PASSWORD}".encode()).decode()
+    headers = {"Authorization": f"Basic {credentials}"}
+    try:
+        with socket.socket() as stalled:
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window
+            stalled.settimeout(10)
+            stalled.connect((server.host, server.port))
+            stalled.sendall(
+                b"GET /results.csv HTTP/1.1\r\nHost: x\r\n"
+                + f"Authorization: {headers['Authorization']}\r\n\r\n".encode()
+            )
+            assert stalled.recv(100).startswith(b"HTTP/1.1 200 ")  # then nothing more is read
+            assert fetch(server, "GET", "/healthz").status == 200
+            # The export's turn is free once its last row is written (the access line comes
+            # sooner: when the route returns): another export may begin, while this client
+            # still reads nothing.
+            deadline = time.monotonic() + 120  # against a hang only
+            while (turn := fetch(server, "HEAD", "/results.csv", headers).status) == 503:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            assert turn == 200
+            assert fetch(server, "GET", "/healthz").status == 200
+    finally:
+        server.stop()
+
+
+def fetch(server, method: str, path: str, headers=None) -> http.client.HTTPResponse:
+    """Send one request to a real server and return its response, read whole."""
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=5)
+    try:
+        conn.request(method, path, headers=headers or {})
+        response = conn.getresponse()
+        response.read()
+        return response
+    finally:
+        conn.close()
