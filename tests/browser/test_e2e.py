@@ -166,12 +166,13 @@ def test_reloading_and_going_back_and_forth_send_nothing_again(page, counted):
 
 
 def test_a_double_click_on_submit_stores_one_row(page, counted):
-    # Chromium sends one POST for a double click; the next test sends the form's token twice.
+    # Chromium sends one POST for a double click, or two when the second click lands before
+    # the first navigation commits (that one then ends ERR_ABORTED): the same token either way,
+    # stored once. The next test sends the form's token twice for certain.
     empty_form(page, counted.url)
     sent = token(page)
     fill(page)
-    with page.expect_navigation():
-        page.get_by_role("button", name="Submit").dblclick()
+    page.get_by_role("button", name="Submit").dblclick()
     expect(page).to_have_url(f"{counted.url}/saved/{sent}")
     expect_example_saved(page)
     assert counted.database.count() == 1
