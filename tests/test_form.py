@@ -6,10 +6,20 @@ so a change to the form changes app.py, not these tests.
 
 import bottle
 import pytest
-from helpers import PAGES, example, fill, hobbies_shown, result_line, saved_page, visit
+from helpers import (
+    PAGES,
+    cleaned,
+    example,
+    fill,
+    hobbies_shown,
+    result_line,
+    saved_page,
+    visit,
+)
 
 import app
 import guards
+from deploy.audit import result_text
 
 SEED_HOBBIES = {"software": "Software", "tunning": "Auto Tuning"}  # pinned on purpose: the seed's
 
@@ -49,19 +59,18 @@ def test_submitted_values_are_saved_and_shown(testapp, enctype):
     form.enctype = enctype
     res = saved_page(form.submit())
     assert res.status_int == 200
-    [age], hobbies = app.EXAMPLE["age"], app.EXAMPLE["hobbies"]
-    assert result_line(res) == f"Age: {age} {hobbies_shown(hobbies)}"
+    assert result_line(res) == result_text(cleaned())
 
 
 def test_an_empty_age_and_no_hobbies_show_the_empty_result(testapp):
     res = saved_page(fill(testapp.get("/").form, age=[""], hobbies=[]).submit())
-    assert result_line(res) == "Age: Empty Hobbies: No Hobbies?"
+    assert result_line(res) == result_text(cleaned(age=[""], hobbies=[]))
 
 
 @pytest.mark.parametrize("hobby", list(app.HOBBIES))
 def test_one_hobby_is_saved_and_the_others_are_not(testapp, hobby):
     res = saved_page(fill(testapp.get("/").form, hobbies=[hobby]).submit())
-    assert result_line(res) == f"Age: {app.EXAMPLE['age'][0]} {hobbies_shown([hobby])}"
+    assert result_line(res) == result_text(cleaned(hobbies=[hobby]))
 
 
 def test_hobbies_come_in_form_order_and_once_each(testapp):
@@ -72,13 +81,12 @@ def test_hobbies_come_in_form_order_and_once_each(testapp):
 
 def test_a_repeated_age_counts_once_the_first_as_in_the_seed(testapp):
     res = saved_page(testapp.post("/", example(age=["34", "77"])))
-    assert result_line(res).startswith("Age: 34 ")
-    assert "77" not in result_line(res)
+    assert result_line(res) == result_text(cleaned(age=["34"]))
 
 
 def test_age_is_trimmed_and_normalised(testapp):
     res = saved_page(fill(testapp.get("/").form, age=["  007 "]).submit())
-    assert result_line(res).startswith("Age: 7 ")
+    assert result_line(res) == result_text(cleaned(age=["7"]))
 
 
 @pytest.mark.parametrize("enctype", ["application/x-www-form-urlencoded", "multipart/form-data"])
@@ -149,7 +157,7 @@ def test_fixing_the_error_saves_it_under_the_forms_token(testapp):
     res.form["age"] = str(app.MAX_AGE)
     res = res.form.submit()
     assert res.headers["Location"] == f"/saved/{form['token'].value}"
-    assert result_line(saved_page(res)).startswith(f"Age: {app.MAX_AGE} ")
+    assert result_line(saved_page(res)) == result_text(cleaned(age=[str(app.MAX_AGE)]))
 
 
 def test_a_post_without_a_token_is_saved_under_one_the_server_makes(testapp):
@@ -158,7 +166,7 @@ def test_a_post_without_a_token_is_saved_under_one_the_server_makes(testapp):
     first, second = (testapp.post("/", example()) for _ in range(2))
     assert first.headers["Location"] != second.headers["Location"]
     for res in (first, second):
-        assert result_line(saved_page(res)).startswith(f"Age: {app.EXAMPLE['age'][0]} ")
+        assert result_line(saved_page(res)) == result_text(cleaned())
 
 
 def test_each_template_is_compiled_once(testapp):

@@ -13,11 +13,20 @@ import shutil
 import subprocess
 import sys
 
-from helpers import example, fill, hobbies_shown, result_line, run_store, stored, submitted
+from helpers import (
+    cleaned,
+    fill,
+    hobbies_shown,
+    result_line,
+    run_store,
+    stored,
+    submitted,
+)
 
 import app
 import owner
 import store
+from deploy.audit import result_text
 from deploy.servers import ROOT
 
 VALUES = app.validate(submitted())[0]  # the example submission, cleaned, as the app saves it
@@ -125,7 +134,7 @@ def test_the_app_refuses_an_unmigrated_database_and_saves_once_migrated(
 
         assert run_store(empty_database_url, "migrate").returncode == 0
         saved = res.form.submit(status=303).follow(status=200)  # the same process: no restart
-        assert result_line(saved) == f"Age: {VALUES['age']} {hobbies_shown(VALUES['hobbies'])}"
+        assert result_line(saved) == result_text(cleaned())
         assert [row["token"] for row in stored(database)] == [form["token"].value]
     finally:
         database.close()
@@ -133,7 +142,9 @@ def test_the_app_refuses_an_unmigrated_database_and_saves_once_migrated(
 
 # The README's recipe for a field ("Changing the form"), a required name, applied to a copy of
 # the checkout edit by edit: (file, the text it replaces, the text it puts there). Each text is
-# found exactly once, so a change to the code the recipe edits fails here first.
+# found exactly once, so a change to the code the recipe edits fails here first. A checkout that
+# has followed the recipe already (as the README asks) is tested the other way round: its copy
+# without the recipe is the previous code, the checkout the new.
 NAME_RULE = """\
     name = first(form, "name")  # the value, stripped; "" if it was not sent
     if not name or len(name) > 50:
@@ -149,13 +160,11 @@ NAME_INPUT = """\
     % end
   </p>
 """
-NAME_VERSION = len(store.MIGRATIONS) + 1  # the name's migration: the next one
+NAME_EXAMPLE = 'EXAMPLE = {"name": ["Ada"], "age": ["34"], "hobbies": list(HOBBIES)}'
+FOLLOWED = NAME_EXAMPLE in (ROOT / "app.py").read_text()  # this checkout has the name already
+NAME_VERSION = len(store.MIGRATIONS) + (0 if FOLLOWED else 1)  # the name's migration
 RECIPE = [
-    (
-        "app.py",
-        'EXAMPLE = {"age": ["34"], "hobbies": list(HOBBIES)}',
-        'EXAMPLE = {"name": ["Ada"], "age": ["34"], "hobbies": list(HOBBIES)}',
-    ),
+    ("app.py", 'EXAMPLE = {"age": ["34"], "hobbies": list(HOBBIES)}', NAME_EXAMPLE),
     (
         "app.py",
         '    return {"age": age, "hobbies": chosen}, errors\n',
@@ -184,10 +193,45 @@ def test_the_readme_shows_the_recipe_that_this_file_runs():
             assert line.strip() in readme, line
 
 
-# The copy's app, in a process of its own, driven as a person would: a form without the name is
-# refused; with it, saved and shown; a submission saved before the name existed is shown too.
-# Then names that a spreadsheet would run as formulas, sent through the form: the owner's
-# results page counts the names, and the export neutralises them.
+def copy_of_the_checkout(folder, recipe: bool):
+    """Copy the app's files to folder, with the README's recipe followed or not, and return
+    it. Each of the recipe's texts must be found once, before or after, as the case may be."""
+    folder.mkdir()
+    for path in ROOT.glob("*.py"):
+        shutil.copy(path, folder)
+    for name in ["views", "static"]:
+        shutil.copytree(ROOT / name, folder / name)
+    for name, text, replacement in RECIPE if recipe != FOLLOWED else []:
+        old, new = (text, replacement) if recipe else (replacement, text)
+        source = (folder / name).read_text()
+        assert source.count(old) == 1, f"{name}: the recipe's place is gone: {old!r}"
+        (folder / name).write_text(source.replace(old, new))
+    return folder
+
+
+# The previous code, in a process of its own: the example and an empty submission sent through
+# its form, as a person would; it prints its fields and the result its saved page showed last.
+USE_THE_PREVIOUS = """\
+import json, webtest
+import app
+
+testapp = webtest.TestApp(app.application, extra_environ={"REMOTE_ADDR": "127.0.0.1"})
+for changes in [{}, {"age": [""], "hobbies": []}]:
+    form = testapp.get("/").form
+    for name, values in {**app.EXAMPLE, **changes}.items():
+        for field in form.fields[name]:
+            if isinstance(field, webtest.forms.Checkbox):
+                field.checked = field._value in values
+            else:
+                field.value = values[0]
+    saved = form.submit(status=303).follow(status=200)
+result = " ".join(saved.html.find(id="result").get_text().split())
+print(json.dumps({"fields": app.FIELDS, "result": result}))
+"""
+# The new code likewise: a form without the name is refused; with it, saved and shown; a
+# submission saved before the name existed is shown too. Then names that a spreadsheet would
+# run as formulas, sent through the form: the owner's results page counts the names, and the
+# export neutralises them.
 USE_THE_COPY = """\
 import json, sys
 import webtest
@@ -220,63 +264,60 @@ PASSWORD = "correct horse battery staple"  # the owner's, in this test  # nosec 
 
 
 def test_the_readmes_recipe_for_a_field_upgrades_a_database_of_the_previous_schema(
-    testapp, database, database_url, tmp_path
+    empty_database_url, tmp_path
 ):
-    # A database made by the current schema, with what the current app saved in it.
-    for changes in [{}, {"age": [""], "hobbies": []}]:
-        fill(testapp.get("/").form, **changes).submit(status=303)
-    before = stored(database)
-
-    copy = tmp_path / "checkout"
-    copy.mkdir()
-    for path in ROOT.glob("*.py"):
-        shutil.copy(path, copy)
-    for folder in ["views", "static"]:
-        shutil.copytree(ROOT / folder, copy / folder)
-    for name, text, replacement in RECIPE:
-        source = (copy / name).read_text()
-        assert source.count(text) == 1, f"{name}: the recipe's place is gone: {text!r}"
-        (copy / name).write_text(source.replace(text, replacement))
-
+    previous = copy_of_the_checkout(tmp_path / "previous", recipe=False)
+    new = copy_of_the_checkout(tmp_path / "new", recipe=True)
     environ = {
         **os.environ,
-        "DATABASE_URL": database_url,
+        "DATABASE_URL": empty_database_url,
         "RESULTS_PASSWORD_HASH": owner.hash_password(PASSWORD),
     }
-    migrate = subprocess.run(
-        [sys.executable, "-m", "store", "migrate"],
-        cwd=copy,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert migrate.returncode == 0, migrate.stderr
-    assert migrate.stdout.endswith(f"schema at version {NAME_VERSION}; ran [{NAME_VERSION}]\n")
-    assert stored(database) == [{**row, "name": None} for row in before]  # every row kept
 
-    used = subprocess.run(
-        [sys.executable, "-c", USE_THE_COPY, before[0]["token"], PASSWORD, json.dumps(FORMULAS)],
-        cwd=copy,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    def run(copy, *args: str) -> str:
+        """Run python ARGS in a copy, on the test's database; return what it printed."""
+        command = [sys.executable, *args]
+        done = subprocess.run(
+            command, cwd=copy, env=environ, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def rows() -> list[dict]:
+        """Return the stored submissions, whatever the schema's version."""
+        database = store.connect(empty_database_url)
+        try:
+            return stored(database, check=False)
+        finally:
+            database.close()
+
+    # A database made by the previous schema, with what the previous code saved in it.
+    earlier = list(range(1, NAME_VERSION))
+    assert run(previous, "-m", "store", "migrate").endswith(
+        f"version {earlier[-1]}; ran {earlier}\n"
     )
-    assert used.returncode == 0, used.stderr
-    shown = json.loads(used.stdout)
+    used = json.loads(run(previous, "-c", USE_THE_PREVIOUS))
+    assert "name" not in used["fields"]
+    before = rows()
+
+    migrated = run(new, "-m", "store", "migrate")
+    assert migrated.endswith(f"schema at version {NAME_VERSION}; ran [{NAME_VERSION}]\n")
+    assert rows() == [{**row, "name": None} for row in before]  # every row kept
+
+    formulas = json.dumps(FORMULAS)
+    shown = json.loads(run(new, "-c", USE_THE_COPY, before[0]["token"], PASSWORD, formulas))
     assert shown["refused"] == 422
     assert shown["new"] == f"Name: Ada Age: 34 {hobbies_shown([])}"
     assert shown["old"] == f"Name: Empty Age: {VALUES['age']} {hobbies_shown(VALUES['hobbies'])}"
-    assert stored(database)[-len(FORMULAS) - 1]["name"] == "Ada"
+    assert rows()[-len(FORMULAS) - 1]["name"] == "Ada"
     # The results page shows the new field's answers, and the export has its column, in which
     # each formula has a ' first: a spreadsheet shows the text, and runs nothing.
     assert sorted(shown["names"]) == sorted([[name, "1"] for name in ["Ada", *FORMULAS]])
-    header, *rows = csv.reader(io.StringIO(shown["csv"].removeprefix("\ufeff"), newline=""))
-    assert header == ["received", "name", *app.FIELDS, *app.HOBBIES]
-    assert [row[1] for row in rows] == ["", "", "Ada", *("'" + name for name in FORMULAS)]
+    header, *lines = csv.reader(io.StringIO(shown["csv"].removeprefix("\ufeff"), newline=""))
+    assert header == ["received", "name", *used["fields"], *app.HOBBIES]
+    assert [line[1] for line in lines] == ["", "", "Ada", *("'" + name for name in FORMULAS)]
 
     # An instance still running the previous code (a deploy under way) saves on the new schema.
-    saved = testapp.post("/", example(), status=303).follow(status=200)
-    assert result_line(saved) == f"Age: {VALUES['age']} {hobbies_shown(VALUES['hobbies'])}"
-    assert stored(database)[-1]["name"] is None
+    again = json.loads(run(previous, "-c", USE_THE_PREVIOUS))
+    assert again["result"] == used["result"] == f"Age: Empty {hobbies_shown([])}"
+    assert [row["name"] for row in rows()[-2:]] == [None, None]
