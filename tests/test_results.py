@@ -273,3 +273,23 @@ def test_the_csv_file_is_sent_a_batch_of_rows_at_a_time(owned, sent, monkeypatch
         assert list(chunks) == []
     finally:
         answer.close()
+
+
+def test_a_database_fault_during_the_export_cuts_it_short_and_is_logged(log):
+    closed = []
+
+    def rows():
+        try:
+            yield (datetime(2026, 3, 10, tzinfo=UTC), *([""] * len(app.FIELDS)), True, False)
+            raise store.Unavailable("the database went away")
+        finally:
+            closed.append(True)
+
+    lines = app.csv_lines(["received", *app.FIELDS, "a", "b"], rows())
+    assert next(lines).startswith(b"\xef\xbb\xbf")  # the header: sent before any row is read
+    with pytest.raises(store.Unavailable):  # the server then cuts the answer short
+        next(lines)
+    assert closed == [True]
+    assert [line for line in log() if line.startswith("ERROR:")] == [
+        "ERROR:app:export cut short: the database went away"
+    ]
