@@ -465,7 +465,7 @@ def test_a_malformed_hash_is_refused_saying_what_is_wrong(case, message):
     assert str(refused.value) == message
 
 
-def test_the_limits_on_a_stored_hash_let_it_reach_them():
+def test_a_hash_at_the_limits_of_memory_and_work_is_read():
     # scrypt takes 128 * r * (N + p + 2) bytes and N * r * p of work: both at their limits here.
     assert 128 * 8192 * (2 + 60 + 2) == owner.MAX_MEMORY
     assert owner.parse(f"scrypt:2:8192:60:{SALT}:{KEY}")[:3] == (2, 8192, 60)
