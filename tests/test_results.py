@@ -171,16 +171,23 @@ def test_an_empty_database_says_so(owned, database):
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_a_database_down_is_a_503_page_to_try_again(owned, empty_database_url, monkeypatch, path):
+def test_a_database_down_is_a_503_page_to_try_again(
+    owned, empty_database_url, monkeypatch, log, path
+):
     database = store.connect(empty_database_url)  # never migrated: it cannot be read
     monkeypatch.setattr(app, "DATABASE", database)
     try:
         res = owned.get(path, status=503)
+        with pytest.raises(store.Unavailable) as fault:
+            database.count()
     finally:
         database.close()
     assert res.headers["Retry-After"] == str(app.RETRY_SECONDS)
     assert res.content_type == "text/html"
+    assert res.html.title.string == res.status
     res.mustcontain(app.UNAVAILABLE)
+    logged = [line for line in log() if line.startswith("ERROR:")]
+    assert logged == [f"ERROR:app:not read: {fault.value}"]  # what the operator must fix
 
 
 @pytest.mark.parametrize("path", PATHS)
