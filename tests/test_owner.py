@@ -7,6 +7,7 @@ scheme come from a trusted proxy's headers, which only the server reads.
 
 import base64
 import http.client
+import io
 import os
 import pty
 import re
@@ -115,7 +116,13 @@ def said(res) -> str:
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize(
     ("address", "scheme"),
-    [("127.0.0.1", "http"), ("127.0.0.2", "http"), ("::1", "http"), (OUTSIDE, "https")],
+    [
+        ("127.0.0.1", "http"),
+        ("127.0.0.2", "http"),
+        ("::1", "http"),
+        ("::ffff:127.0.0.1", "http"),  # IPv4's loopback, as a dual-stack socket gives it
+        (OUTSIDE, "https"),
+    ],
 )
 def test_the_owner_is_let_in_from_loopback_or_over_https(
     testapp, password_set, path, address, scheme
@@ -189,6 +196,15 @@ WRONG = {
 }
 
 
+def test_a_user_name_not_in_utf_8_in_the_environment_is_refused_not_an_error(
+    testapp, password_set, monkeypatch
+):
+    # Set from Latin-1 bytes, Python reads it with a surrogate, which UTF-8 cannot encode: no
+    # credentials can match it (RFC 7617's are UTF-8), and the page must still answer.
+    monkeypatch.setenv("RESULTS_USER", os.fsdecode("ownér".encode("latin-1")))
+    visit(testapp, "/results", 401, basic("ownér", PASSWORD))
+
+
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize(
     "authorization",
@@ -251,6 +267,18 @@ def test_after_the_burst_even_the_right_password_gets_429_until_the_wait_is_over
     assert visit(testapp, path, 429, RIGHT, OUTSIDE, "https").headers["Retry-After"] == "1"
     clock.now += 1
     visit(testapp, path, 200, RIGHT, OUTSIDE, "https")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "said_wait"),
+    [(owner.INTERVAL, f"{owner.INTERVAL} seconds"), (2, "2 seconds"), (1, "1 second")],
+)
+def test_the_wait_is_said_in_seconds(testapp, password_set, clock, seconds, said_wait):
+    fail(testapp, owner.BURST)
+    clock.now += owner.INTERVAL - seconds
+    res = visit(testapp, "/results", 429, RIGHT, OUTSIDE, "https")
+    assert res.headers["Retry-After"] == str(seconds)
+    assert said(res).endswith(f"Please try again in {said_wait}.")
 
 
 @pytest.mark.parametrize("kind", [MALFORMED, WRONG])
@@ -381,6 +409,7 @@ def test_user_and_password_are_compared_in_constant_time_whatever_the_user(
         (basic("owner", "a:b:c"), ("owner", "a:b:c")),  # split at the first colon
         (basic("", "x"), ("", "x")),
         ("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ", None),  # its padding cut off
+        ("Basic b3duZXI6eHk==", None),  # "owner:xy" with one = too many
         ("Basic QWxhZGRpbjpvcGVu IHNlc2FtZQ==", None),
         ("Basic  QWxhZGRpbjpvcGVuIHNlc2FtZQ== x", None),
         ("BasicQWxhZGRpbjpvcGVuIHNlc2FtZQ==", None),
@@ -427,6 +456,7 @@ MALFORMED_HASHES = {
     "N of 1": f"scrypt:1:8:1:{SALT}:{KEY}",
     "too much memory": f"scrypt:1048576:8:1:{SALT}:{KEY}",
     "too much work": f"scrypt:16384:8:16:{SALT}:{KEY}",
+    "memory one block over": f"scrypt:2:8192:61:{SALT}:{KEY}",
 }
 
 
@@ -442,12 +472,46 @@ def test_a_malformed_hash_is_refused_at_start_with_what_is_wrong(monkeypatch, st
         owner.check_settings()  # empty: unset, the pages answer 404
 
 
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        (
+            "quoted",
+            "it must be scrypt:N:r:p:SALT:HASH, as `make password` prints it (N, r and p "
+            "numbers, SALT and HASH 32 to 128 lower-case hex digits, no spaces or quotes)",
+        ),
+        ("N not a power of 2", "N must be a power of 2, not 16000"),
+        ("too much work", "N=16384, r=8, p=16 would take too long or too much memory"),
+    ],
+)
+def test_a_malformed_hash_is_refused_saying_what_is_wrong(case, message):
+    with pytest.raises(ValueError) as refused:
+        owner.parse(MALFORMED_HASHES[case])
+    assert str(refused.value) == message
+
+
+def test_a_hash_at_the_limits_of_memory_and_work_is_read():
+    # scrypt takes 128 * r * (N + p + 2) bytes and N * r * p of work: both at their limits here.
+    assert 128 * 8192 * (2 + 60 + 2) == owner.MAX_MEMORY
+    assert owner.parse(f"scrypt:2:8192:60:{SALT}:{KEY}")[:3] == (2, 8192, 60)
+    assert owner.N * owner.R * 8 == owner.MAX_WORK
+    assert owner.parse(f"scrypt:{owner.N}:{owner.R}:8:{SALT}:{KEY}")[:3] == (owner.N, owner.R, 8)
+    assert owner.parse(f"scrypt:2:1:1:{SALT}:{KEY}")[:3] == (2, 1, 1)  # the smallest N
+
+
+def test_a_hash_needing_more_memory_than_openssls_default_verifies():
+    # 2**15 x 8 takes just over the 32 MiB OpenSSL allows unless told otherwise.
+    salt = bytes(16)
+    key = owner.scrypt(PASSWORD, salt, 2**15, 8, 1, 32)
+    assert owner.verify(PASSWORD, f"scrypt:32768:8:1:{salt.hex()}:{key.hex()}")
+
+
 def test_a_good_hash_and_a_user_name_pass_the_start(monkeypatch, stored_hash):
     monkeypatch.setenv("RESULTS_PASSWORD_HASH", stored_hash)
     monkeypatch.setenv("RESULTS_USER", "ana")
     owner.check_settings()
     monkeypatch.setenv("RESULTS_USER", "ana:x")
-    with pytest.raises(SystemExit, match="RESULTS_USER cannot contain a colon"):
+    with pytest.raises(SystemExit, match="^RESULTS_USER cannot contain a colon"):
         owner.check_settings()
 
 
@@ -568,6 +632,100 @@ def test_on_a_terminal_two_different_passwords_print_nothing():
     assert status == 2
     assert "owner: the two passwords differ; nothing printed" in shown
     assert "scrypt:" not in shown
+
+
+# The same, in-process: what `make mutation` can see (it cannot follow a child process).
+
+
+class Terminal(io.StringIO):
+    """Standard input on a terminal: getpass reads it, not main()."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def run_main(monkeypatch, capsys, *args: str, stdin: str | None = None, typed=()):
+    """Run owner.main() with one line of standard input from a pipe, or else on a terminal,
+    each prompt answered with the next of typed (an exception: raised there, as Ctrl-C is).
+    Return its exit status, what it printed and wrote on standard error, and the prompts."""
+    prompts, answers = [], iter(typed)
+
+    def getpass(prompt: str) -> str:
+        prompts.append(prompt)
+        answer = next(answers)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin) if stdin is not None else Terminal())
+    monkeypatch.setattr(owner.getpass, "getpass", getpass)
+    status = owner.main(list(args))
+    out, err = capsys.readouterr()
+    return status, out, err, prompts
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", ""])
+def test_main_hashes_one_line_of_standard_input(monkeypatch, capsys, ending):
+    stdin = PASSWORD + ending + ("the next line is not read\n" if ending else "")
+    status, out, err, _ = run_main(monkeypatch, capsys, stdin=stdin)
+    assert (status, err) == (0, "")
+    assert out.endswith("\n") and owner.verify(PASSWORD, out.removesuffix("\n"))
+
+
+def test_main_with_env_prints_the_line_to_set(monkeypatch, capsys):
+    status, out, _, _ = run_main(monkeypatch, capsys, "--env", stdin=PASSWORD)
+    name, stored = out.removesuffix("\n").split("=", 1)
+    assert (status, name) == (0, "RESULTS_PASSWORD_HASH")
+    assert owner.verify(PASSWORD, stored)
+
+
+def test_main_asks_twice_on_a_terminal(monkeypatch, capsys):
+    status, out, err, prompts = run_main(monkeypatch, capsys, typed=[PASSWORD, PASSWORD])
+    assert (status, err) == (0, "")
+    assert prompts == ["Password for the results: ", "The same again: "]
+    assert owner.verify(PASSWORD, out.removesuffix("\n"))
+
+
+@pytest.mark.parametrize(
+    ("stdin", "typed", "said_why"),
+    [
+        ("", (), "owner: the password is empty: type one; nothing printed\n"),
+        ("\r\n", (), "owner: the password is empty: type one; nothing printed\n"),
+        (None, [""], "owner: the password is empty: type one; nothing printed\n"),
+        (None, [PASSWORD, PASSWORD + "x"], "owner: the two passwords differ; nothing printed\n"),
+        (None, [EOFError()], "\nowner: no password read; nothing printed\n"),
+        (None, [PASSWORD, KeyboardInterrupt()], "\nowner: no password read; nothing printed\n"),
+    ],
+    ids=["empty line", "empty CRLF line", "empty on a terminal", "two differ", "Ctrl-D", "Ctrl-C"],
+)
+def test_main_prints_nothing_but_why_when_it_has_no_password(
+    monkeypatch, capsys, stdin, typed, said_why
+):
+    status, out, err, prompts = run_main(monkeypatch, capsys, stdin=stdin, typed=typed)
+    assert (status, out, err) == (2, "", said_why)
+    assert len(prompts) == len(typed)  # an empty password is not asked for again
+
+
+def test_main_refuses_a_password_that_is_not_unicode(monkeypatch, capsys):
+    # What Python reads from bytes that are not UTF-8 under the C locale: a lone surrogate.
+    status, out, err, _ = run_main(monkeypatch, capsys, stdin="pass\udcffword\n")
+    assert (status, out) == (2, "")
+    assert err.startswith("owner: 'utf-8' codec can't encode") and err.endswith(
+        "; nothing printed\n"
+    )
+
+
+def test_main_says_what_it_does_in_its_help(monkeypatch, capsys):
+    with pytest.raises(SystemExit) as done:
+        run_main(monkeypatch, capsys, "--help")
+    assert done.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert shown.startswith("usage: python -m owner [-h] [--env] ")
+    assert (
+        "Read the owner's password (from the terminal, or one line of standard input) and "
+        "print its hash, to set as RESULTS_PASSWORD_HASH." in shown
+    )
+    assert "--env print RESULTS_PASSWORD_HASH=HASH, a line to paste" in shown
 
 
 # On a real Waitress: the address and scheme are what a trusted proxy says.

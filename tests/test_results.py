@@ -177,16 +177,23 @@ def test_an_empty_database_says_so(owned, database):
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_a_database_down_is_a_503_page_to_try_again(owned, empty_database_url, monkeypatch, path):
+def test_a_database_down_is_a_503_page_to_try_again(
+    owned, empty_database_url, monkeypatch, log, path
+):
     database = store.connect(empty_database_url)  # never migrated: it cannot be read
     monkeypatch.setattr(app, "DATABASE", database)
     try:
         res = owned.get(path, status=503)
+        with pytest.raises(store.Unavailable) as fault:
+            database.count()
     finally:
         database.close()
     assert res.headers["Retry-After"] == str(app.RETRY_SECONDS)
     assert res.content_type == "text/html"
+    assert res.html.title.string == res.status
     res.mustcontain(app.UNAVAILABLE)
+    logged = [line for line in log() if line.startswith("ERROR:")]
+    assert logged == [f"ERROR:app:not read: {fault.value}"]  # what the operator must fix
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -389,3 +396,23 @@ def fetch(server, method: str, path: str, headers=None) -> http.client.HTTPRespo
         return response
     finally:
         conn.close()
+
+
+def test_a_database_fault_during_the_export_cuts_it_short_and_is_logged(log):
+    closed = []
+
+    def rows():
+        try:
+            yield (datetime(2026, 3, 10, tzinfo=UTC), *([""] * len(app.FIELDS)), True, False)
+            raise store.Unavailable("the database went away")
+        finally:
+            closed.append(True)
+
+    lines = app.csv_lines(["received", *app.FIELDS, "a", "b"], rows())
+    assert next(lines).startswith(b"\xef\xbb\xbf")  # the header: sent before any row is read
+    with pytest.raises(store.Unavailable):  # the server then cuts the answer short
+        next(lines)
+    assert closed == [True]
+    assert [line for line in log() if line.startswith("ERROR:")] == [
+        "ERROR:app:export cut short: the database went away"
+    ]
