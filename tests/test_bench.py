@@ -155,8 +155,10 @@ def test_the_owners_pages_answer_the_bench_and_every_stored_row_is_exported(tmp_
     assert set(rows) == {(database, request) for database in DATABASES for request in targets}
     for (_, request), row in rows.items():
         assert (row["target"], row["verdict"] in ("met", "MISSED")) == (targets[request], True)
-        for column in ("median", "worst", "CPU ms/request, app + database", "server peak MB"):
+        for column in ("median", "worst", "server peak MB"):
             assert float(row[column]) > 0, text
+        # Counted in the kernel's 10 ms ticks: a small page may take less than one.
+        assert float(row["CPU ms/request, app + database"]) >= 0, text
     # Every answer was a 200 (else the bench fails), and each export had every row stored.
     exported = "; ".join(
         f"{database} 20000 rows, each export 20000, 20000" for database in DATABASES
