@@ -163,7 +163,7 @@ def export_results():
     time in a process (503 meanwhile)."""
     owner.check()
     # Each export holds a thread and a database read for seconds: a second one at once (a
-    # double click, a script) waits its turn rather than take another of the four threads.
+    # double click, a script) is refused (503) rather than take another of the four threads.
     if not EXPORTING.acquire(blocking=False):
         response.status = 503
         response.set_header("Retry-After", str(EXPORT_RETRY_SECONDS))
