@@ -173,20 +173,21 @@ class Database:
         """Store a submission's cleaned values, once: a token already stored adds nothing. Return
         False if the token was stored with other values (a form sent, changed, then sent again
         with its old token): nothing is stored then, and the app says so."""
+        with self.transaction() as cursor:
+            return self.insert(cursor, token, values)
+
+    def insert(self, cursor, token: str, values: dict) -> bool:
+        """Store a submission in a write transaction: what save() does."""
         fields = {name: value or None for name, value in values.items() if name != "hobbies"}
         insert = INSERT.format(
             columns="".join(f", {name}" for name in fields), marks=", ?" * len(fields)
         )
-        with self.transaction() as cursor:
-            cursor.execute(
-                self.sql(insert + INSERT_END), [token, self.time(now()), *fields.values()]
-            )
-            row = cursor.fetchone()
-            if row is not None:  # a new submission, not one sent again
-                hobbies = [(row[0], hobby) for hobby in values["hobbies"]]
-                cursor.executemany(self.sql(INSERT_HOBBY), hobbies)
-                return True
-            _, stored = self.read(cursor, token)
+        cursor.execute(self.sql(insert + INSERT_END), [token, self.time(now()), *fields.values()])
+        row = cursor.fetchone()
+        if row is not None:  # a new submission, not one sent again
+            cursor.executemany(self.sql(INSERT_HOBBY), [(row[0], h) for h in values["hobbies"]])
+            return True
+        _, stored = self.read(cursor, token)
         return {**stored, "hobbies": set(stored["hobbies"])} == {
             **values,
             "hobbies": set(values["hobbies"]),
@@ -394,6 +395,8 @@ class SQLite(Database):
         # a thread waiting for a threading.Lock is woken the moment it is free, where SQLite's
         # lock is only asked for again and again (begin_writing).
         self.writer = threading.Lock()
+        self.queue: list[Pending] = []  # the saves waiting for the writer (save)
+        self.queue_lock = threading.Lock()
         self.connections = set()  # every thread's, for close()
         self.connections_lock = threading.Lock()
 
@@ -426,10 +429,52 @@ class SQLite(Database):
             raise
         return connection
 
+    def save(self, token: str, values: dict) -> bool:
+        """Store a submission as Database.save does, in one transaction with the other saves
+        that this process's threads queued meanwhile: one commit, and one wait for the disk,
+        for all of them (group commit). While a commit runs, the saves that come queue; the
+        first of them to get the writer writes them all, and tells each its outcome."""
+        mine = Pending(token, values)
+        with self.queue_lock:
+            self.queue.append(mine)
+        if self.writer.acquire(timeout=self.timeout):
+            try:
+                if not mine.done.is_set():  # else a writer before this one took it
+                    self.write_queued()
+            finally:
+                self.writer.release()
+        else:
+            with self.queue_lock:
+                if mine in self.queue:  # no writer took it: none ever will
+                    self.queue.remove(mine)
+                    raise Unavailable(f"SQLite {self.path}: no turn to write in {self.timeout} s")
+        # Taken by a writer, whose transaction is bounded as any is; its fsync is not.
+        if not mine.done.wait(self.timeout):
+            raise Unavailable(f"SQLite {self.path}: the commit took over {self.timeout} s")
+        if mine.error is not None:
+            raise Unavailable(mine.error)
+        return mine.saved
+
+    def write_queued(self) -> None:
+        """Write every queued save in one transaction, holding the writer; tell each how it went."""
+        with self.queue_lock:
+            batch, self.queue = self.queue, []
+        try:
+            with self.transaction(lock=False, write=True) as cursor:
+                for each in batch:
+                    each.saved = self.insert(cursor, each.token, each.values)
+        except Exception as error:  # its text only: its traceback would keep the cursor open
+            for each in batch:
+                each.error = str(error)
+        finally:
+            for each in batch:
+                each.done.set()
+
     @contextmanager
-    def transaction(self, lock: bool = True, check: bool = True):
-        """Run a transaction on this thread's connection; when lock, IMMEDIATE takes the write
-        lock at once, so that it cannot fail half-way on a lock. It waits self.timeout at most."""
+    def transaction(self, lock: bool = True, check: bool = True, write: bool = False):
+        """Run a transaction on this thread's connection; when lock (taking this process's
+        writer), or write (its writer already held), IMMEDIATE takes SQLite's write lock at
+        once, so that it cannot fail half-way on a lock. It waits self.timeout at most."""
         deadline = time.monotonic() + self.timeout
         if lock and not self.writer.acquire(timeout=self.timeout):
             raise Unavailable(f"SQLite {self.path}: no turn to write in {self.timeout} s")
@@ -443,7 +488,7 @@ class SQLite(Database):
                 self.local.file = file_id(self.path)
                 with self.connections_lock:
                     self.connections.add(connection)
-            if lock:
+            if lock or write:
                 begin_writing(connection, deadline)
             else:
                 connection.execute("BEGIN")
@@ -514,6 +559,16 @@ class SQLite(Database):
                 raise Unavailable(f"{backup} is not a backup of this app's database") from error
             with closing(self.open(check=False)) as db:
                 source.backup(db)
+
+
+class Pending:
+    """A save queued for SQLite's writer (SQLite.save): its values, then how it went."""
+
+    def __init__(self, token: str, values: dict):
+        self.token, self.values = token, values
+        self.done = threading.Event()  # set once its transaction is over, committed or not
+        self.saved = False  # what Database.save returns, once committed
+        self.error: str | None = None  # what stopped its transaction
 
 
 def file_id(path: Path) -> tuple[int, int] | None:
