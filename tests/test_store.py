@@ -630,3 +630,83 @@ def test_a_token_sent_again_with_other_answers_keeps_the_first_and_says_so(testa
     same = fill(testapp.get("/").form)
     same["token"] = token
     assert same.submit(status=303).location == first.location
+
+
+# SQLite's group commit (SQLite.save): the saves that queue while a commit runs are written
+# together, one commit for all; each still gets its own outcome.
+@pytest.fixture
+def sqlite_db(tmp_path):
+    database = store.connect(f"sqlite:///{tmp_path / 'form.sqlite3'}", threads=1)
+    database.migrate()
+    yield database
+    database.close()
+
+
+def queued_saves(database, tokens: list[str], values: list[dict]) -> list:
+    """Queue saves on threads, in this order, while the test holds the writer; return their
+    futures once all wait in the queue."""
+    pool = ThreadPoolExecutor(len(tokens))
+    futures = []
+    for each in zip(tokens, values, strict=True):
+        futures.append(pool.submit(database.save, *each))
+        wait_until(lambda: len(database.queue) == len(futures), timeout=10)
+    pool.shutdown(wait=False)
+    return futures
+
+
+def test_sqlite_saves_queued_during_a_commit_are_committed_together(sqlite_db, monkeypatch):
+    batches = []
+    write_queued = sqlite_db.write_queued
+    monkeypatch.setattr(sqlite_db, "write_queued", lambda: batches.append(1) or write_queued())
+    tokens = [secrets.token_urlsafe(16) for _ in range(4)]
+    with sqlite_db.writer:  # a commit in progress
+        futures = queued_saves(sqlite_db, tokens, [VALUES] * 4)
+    assert [future.result(timeout=10) for future in futures] == [True] * 4
+    assert batches == [1]  # one transaction for the four
+    assert sqlite_db.queue == []
+    for token in tokens:
+        _, found = sqlite_db.find(token)
+        assert {**found, "hobbies": set(found["hobbies"])} == {
+            **VALUES,
+            "hobbies": set(VALUES["hobbies"]),
+        }
+
+
+def test_sqlite_the_same_form_twice_in_one_batch_is_stored_once(sqlite_db):
+    token = secrets.token_urlsafe(16)
+    other = {**VALUES, "hobbies": []}
+    with sqlite_db.writer:
+        futures = queued_saves(sqlite_db, [token, token, token], [VALUES, VALUES, other])
+    assert [future.result(timeout=10) for future in futures] == [True, True, False]
+    assert sqlite_db.count() == 1
+
+
+def test_sqlite_a_batch_that_fails_fails_each_save_in_it_and_stores_none(sqlite_db, monkeypatch):
+    insert = sqlite_db.insert
+    tokens = [secrets.token_urlsafe(16) for _ in range(3)]
+
+    def disk_full_on_the_second(cursor, token, values):
+        if token == tokens[1]:
+            raise sqlite3.OperationalError("database or disk is full")
+        return insert(cursor, token, values)
+
+    monkeypatch.setattr(sqlite_db, "insert", disk_full_on_the_second)
+    with sqlite_db.writer:
+        futures = queued_saves(sqlite_db, tokens, [VALUES] * 3)
+    for future in futures:
+        with pytest.raises(store.Unavailable, match="disk is full"):
+            future.result(timeout=10)
+    assert sqlite_db.count() == 0 and sqlite_db.queue == []
+    monkeypatch.undo()
+    assert sqlite_db.save(tokens[1], VALUES) is True  # the next one saves
+
+
+def test_sqlite_a_save_that_gets_no_turn_answers_unavailable_and_is_never_stored(sqlite_db):
+    sqlite_db.timeout = 0.2
+    token = secrets.token_urlsafe(16)
+    with sqlite_db.writer:  # a writer that never finishes in time
+        with pytest.raises(store.Unavailable, match="no turn to write"):
+            sqlite_db.save(token, VALUES)
+        assert sqlite_db.queue == []  # taken out: no later writer stores it
+    assert sqlite_db.save(secrets.token_urlsafe(16), VALUES) is True
+    assert sqlite_db.find(token) is None and sqlite_db.count() == 1
