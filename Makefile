@@ -119,12 +119,15 @@ bench: $(VENV)/.dev
 	$(BIN)/python -m bench.bench --output docs/benchmark.md
 	$(BIN)/python -m bench.results --output docs/benchmark.md
 
-# What several instances buy: through nginx with 1 and with N instances, storing in one SQLite
-# file and in one PostgreSQL that it starts (bench/proxy.py; N is the number of CPUs, or
-# `make bench-proxy INSTANCES=4`). Needs wrk, nginx and PostgreSQL.
+# The shipped shape per machine against the stack a user would pick instead: N Waitress
+# instances behind the shipped nginx, the same form in Flask on gunicorn (N gthread workers x 4
+# threads) and the app on that gunicorn, behind the same nginx site; GET and stored POST
+# (bench/proxy.py). N is the number of CPUs, or `make bench-proxy INSTANCES=4`; `ALSO="1 4"`
+# adds shipped rows with other numbers of instances. Rewrites its table in docs/benchmark.md.
+# Needs wrk and nginx; about 4 minutes.
 bench-proxy: $(VENV)/.dev
 	@command -v wrk >/dev/null || { echo "make bench-proxy needs wrk: apt-get install -y wrk"; exit 1; }
-	$(BIN)/python bench/proxy.py $(if $(INSTANCES),--instances $(INSTANCES))
+	$(BIN)/python bench/proxy.py --output docs/benchmark.md $(if $(INSTANCES),--instances $(INSTANCES)) $(if $(ALSO),--also $(ALSO))
 
 # A consistent copy of the database while the app serves (store.py: SQLite's backup API, or
 # pg_dump), in $BACKUP_DIRECTORY, else backups/ beside the SQLite file (make run's: data/backups/);

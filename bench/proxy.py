@@ -1,26 +1,34 @@
-"""What several instances buy: the app through the shipped nginx with 1 and with N instances,
-storing in one SQLite file and in one PostgreSQL database.
+"""`make bench-proxy`: the shipped shape per machine, against the stack a user would pick instead.
 
-`make bench-proxy` starts deploy/run_proxy.py as `make run-proxy` does, once for each number of
-instances (WEB_CONCURRENCY=1 and N, default: the number of CPUs) and database: an SQLite file of
-its own, or a database of its own on one PostgreSQL server that the bench starts as the tests
-start theirs (tests/databases.py). It loads each with wrk through nginx over HTTPS with
-keep-alive, GET / and POST / of the benchmark's form (each POST stored as a new row), in
-interleaved rounds after a warm-up, and prints the medians as a Markdown table: req/s, p99
-latency, and the CPU time the app's instances, nginx and PostgreSQL spent per request. A round
-also measures the durable SQLite commits the SQLite files' folder takes one at a time: what
-bounds several instances writing one SQLite file. Nothing else is pinned: the instances are
-meant to spread over every core, and wrk, nginx and PostgreSQL share the cores with them, as
-clients, a proxy and a database server do.
+Three servers, each behind the very same nginx site (deploy/form-app.conf as `make run-proxy`
+writes it, its upstream pointed at that server), each storing its POSTs in an SQLite file of its
+own, each warmed up before it is measured:
+
+- **shipped**: `make run-proxy`'s runner (deploy/run_proxy.py) with N Waitress instances, each
+  started by the Procfile's command as the systemd unit starts it;
+- **flask**: the same form in Flask + Jinja2 (bench/flask_form.py) on gunicorn, N gthread workers
+  of 4 threads each (GUNICORN below), a common production configuration;
+- **app on gunicorn**: this app's `app:application` on that same gunicorn command, the control:
+  the same code as shipped, on the other server.
+
+wrk loads each through nginx over HTTPS with 16 keep-alive connections, GET / and POST / of the
+form (each POST stored as a new row), in interleaved rounds. The report gives the medians of
+req/s, the p99 latency, and the CPU time per request of nginx and of the app's processes, then
+the ratios against the targets, in Markdown; `--output` writes it into docs/benchmark.md.
+`--also 1 4` adds shipped rows with other numbers of instances: what sets the default. Nothing
+is pinned: wrk, nginx and the app share every core, as on a machine that serves.
 """
 
 import argparse
 import json
 import os
+import shlex
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+from contextlib import closing
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,76 +39,103 @@ import store  # noqa: E402
 from bench.bench import (  # noqa: E402
     WRK_SCRIPT,
     cpu_ns,
-    durable_commits,
     form_body,
+    load_average,
     machine,
+    record,
     table,
 )
-from deploy.servers import descendants, start_proxy  # noqa: E402
+from deploy import run_proxy, servers  # noqa: E402
 
 METHODS = ["GET", "POST"]
-DATABASES = ["sqlite", "postgresql"]
 CONNECTIONS = 16
-WARM_UP_SECONDS = 1
-# N instances must serve at least this many times one instance's req/s: GET, the least the
-# issue of several instances asks of 2 on 2 cores; a stored POST on one PostgreSQL, issue 24's.
-# On one SQLite file there is no floor: one writer at a time, handed from instance to instance
-# by SQLite's polling, each commit waiting for its fsync.
-FLOORS = {("GET", "sqlite"): 1.35, ("GET", "postgresql"): 1.35, ("POST", "postgresql"): 1.2}
+WARM_UP_SECONDS = 2
+BIN = Path(sys.executable).parent
+GUNICORN = f"{shlex.quote(str(BIN / 'gunicorn'))} --worker-class gthread --threads 4"
+SHIPPED, FLASK, CONTROL = "shipped", "flask", "app on gunicorn"
+# The issue's targets, on this machine in the same run: the shipped shape's req/s at least this
+# many times the other row's.
+TARGETS = {
+    (FLASK, "GET"): 1.3,
+    (FLASK, "POST"): 1.2,
+    (CONTROL, "GET"): 0.9,  # within 10% of the same app on gunicorn
+    (CONTROL, "POST"): 0.9,
+}
+MARK_START, MARK_END = "<!-- bench:proxy:start -->", "<!-- bench:proxy:end -->"
 
 
-def start_postgres():
-    """Start a PostgreSQL server of the bench's own, as the tests start theirs: initdb in a
-    temporary folder, the `postgres` user when run as root, loopback TCP."""
-    sys.path.insert(1, str(ROOT / "tests"))
-    import databases  # tests/databases.py
+class Target:
+    """A server behind nginx: where wrk sends, the processes whose CPU counts, its database."""
 
-    if databases.postgres_programs() is None:
-        sys.exit("PostgreSQL is not installed: run `apt-get install -y postgresql`")
-    return databases.Postgres()
+    def __init__(self, name: str, url: str, roots: list[int], database: Path, stop):
+        self.name, self.url, self.database, self.stop = name, url, database, stop
+        self.roots = roots  # these processes and all they started, but for a runner (below)
+        self.posts = 0  # POSTs answered, against the rows stored
 
-
-def processes_cpu_ns(pids: list[int]) -> int:
-    """Return the CPU time some processes have used so far; those that ended count nothing."""
-    used = 0
-    for pid in pids:
-        try:
-            used += cpu_ns(pid)
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # it ended while we looked
-    return used
-
-
-def server_cpu_ns(runner_pid: int, postgres_pid: int) -> dict[str, int]:
-    """Return the CPU time used so far by run_proxy's children (the app's instances and nginx)
-    and by PostgreSQL's processes."""
-    nginx, app = [], []
-    for pid in descendants(runner_pid):
-        try:
-            name = Path(f"/proc/{pid}/comm").read_text().strip()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        (nginx if name == "nginx" else app).append(pid)
-    return {
-        "app": processes_cpu_ns(app),
-        "nginx": processes_cpu_ns(nginx),
-        "postgresql": processes_cpu_ns([postgres_pid, *descendants(postgres_pid)]),
-    }
+    def cpu_ns(self) -> dict[str, int]:
+        """Return the CPU time used so far by nginx and by the app's processes."""
+        used = {"nginx": 0, "app": 0}
+        for root in self.roots:
+            for pid in [root, *servers.descendants(root)]:
+                try:
+                    name = Path(f"/proc/{pid}/comm").read_text().strip()
+                    if name != "python":  # run_proxy.py, which only watches its children
+                        used["nginx" if name == "nginx" else "app"] += cpu_ns(pid)
+                except (FileNotFoundError, ProcessLookupError):
+                    continue  # it ended while we looked
+        return used
 
 
-def wrk(proxy, method: str, seconds: int, postgres_pid: int) -> dict:
-    """Load the proxy with wrk; return its results and the servers' CPU per request (µs)."""
-    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "5s"]
-    command += ["-s", str(WRK_SCRIPT), proxy.url + "/"]
-    env = {**os.environ, **({"BENCH_POST": form_body()} if method == "POST" else {})}
-    before = server_cpu_ns(proxy.server.process.pid, postgres_pid)
-    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
-    after = server_cpu_ns(proxy.server.process.pid, postgres_pid)
-    result = json.loads(out.strip().splitlines()[-1])
-    result["rps"] = result["requests"] / result["seconds"]
-    for part in after:
-        result[f"{part}_us"] = (after[part] - before[part]) / 1000 / max(result["requests"], 1)
-    return result
+def shipped(folder: Path, instances: int, name: str = SHIPPED) -> Target:
+    """Start `make run-proxy`'s runner with its instances on an SQLite file of its own."""
+    database = folder / "form.sqlite3"
+    url = migrated(f"sqlite:///{database}")
+    environ = {"WEB_CONCURRENCY": str(instances), "DATABASE_URL": url}
+    proxy = servers.start_proxy(folder, environ=environ)
+    return Target(
+        name,
+        proxy.url,
+        [proxy.server.process.pid],
+        database,
+        proxy.server.stop,
+    )
+
+
+def on_gunicorn(folder: Path, name: str, workers: int) -> Target:
+    """Start a callable on GUNICORN, then nginx with the same site in front of it."""
+    database = folder / "form.sqlite3"
+    if name == FLASK:
+        command = ["flask", "--app", "bench.flask_form", "init-db"]
+        environ = {"FLASK_DATABASE": str(database)}
+        subprocess.run(
+            [BIN / command[0], *command[1:]],
+            env={**os.environ, **environ},
+            check=True,
+            capture_output=True,
+        )
+        callable_ = "bench.flask_form:app"
+    else:
+        environ = {"DATABASE_URL": migrated(f"sqlite:///{database}")}
+        callable_ = "app:application"
+    port = servers.free_port()
+    command = f"{GUNICORN} --workers {workers} --bind 127.0.0.1:{port} {callable_}"
+    log = folder / "gunicorn.log"
+    app = servers.start_server(command, log, environ={**environ, "PORT": str(port)})
+    run_dir = folder / "run"
+    run_dir.mkdir()
+    nginx_port = servers.free_port()
+    config = run_proxy.write_config(run_dir, nginx_port, [f"127.0.0.1:{port}"])
+    nginx = servers.Server(run_proxy.start_nginx(config), "127.0.0.1", nginx_port)
+    if not servers.wait_until_listening(nginx.process, nginx_port, timeout=15):
+        app.stop()
+        sys.exit(f"nginx did not listen on {nginx_port}")
+
+    def stop():
+        nginx.stop()
+        app.stop()
+
+    url = f"https://127.0.0.1:{nginx_port}"
+    return Target(name, url, [app.process.pid, nginx.process.pid], database, stop)
 
 
 def migrated(url: str) -> str:
@@ -113,136 +148,132 @@ def migrated(url: str) -> str:
     return url
 
 
-def count_rows(url: str) -> int:
-    """Return how many submissions a database holds."""
-    database = store.connect(url, threads=1)
-    try:
-        return database.count()
-    finally:
-        database.close()
+def rows(database: Path) -> int:
+    """Return how many submissions an SQLite file holds (the Flask peer's table has the name)."""
+    with closing(sqlite3.connect(database)) as connection:
+        return connection.execute("SELECT count(*) FROM submission").fetchone()[0]
 
 
-def measure(counts: list[int], rounds: int, seconds: int) -> tuple[dict, float, dict]:
-    """Return the median results by (database, instances, method), the durable commits' median,
-    and the rows stored and POSTs answered by (database, instances); cells run side by side."""
-    postgres = start_postgres()
-    try:
-        with tempfile.TemporaryDirectory(prefix="form-bench-proxy-") as folder:
-            folder = Path(folder)
-            urls = {}
-            for count in counts:
-                urls["sqlite", count] = migrated(f"sqlite:///{folder / f'{count}.sqlite3'}")
-                urls["postgresql", count] = migrated(postgres.create())
-            posts = dict.fromkeys(urls, 0)
-            proxies = {}
+def wrk(target: Target, method: str, seconds: int) -> dict:
+    """Load a target through nginx with wrk; return its results and the CPU per request (µs)."""
+    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "5s"]
+    command += ["-s", str(WRK_SCRIPT), target.url + "/"]
+    env = {**os.environ, **({"BENCH_POST": form_body()} if method == "POST" else {})}
+    before = target.cpu_ns()
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    after = target.cpu_ns()
+    result = json.loads(out.strip().splitlines()[-1])
+    result["rps"] = result["requests"] / result["seconds"]
+    for part in after:
+        result[f"{part}_us"] = (after[part] - before[part]) / 1000 / max(result["requests"], 1)
+    target.posts += result["requests"] if method == "POST" else 0
+    return result
 
-            def run(cell, seconds: int) -> dict:
-                if cell == "commit":
-                    return durable_commits(folder, seconds)
-                *setting, method = cell
-                result = wrk(proxies[tuple(setting)], method, seconds, postgres.process.pid)
-                posts[tuple(setting)] += result["requests"] if method == "POST" else 0
-                return result
 
-            try:
-                for setting, url in urls.items():
-                    run_dir = folder / "-".join(map(str, setting))
-                    run_dir.mkdir()
-                    proxies[setting] = start_proxy(
-                        run_dir, environ={"WEB_CONCURRENCY": str(setting[1]), "DATABASE_URL": url}
-                    )
-                cells = [(*setting, method) for setting in urls for method in METHODS]
-                runs = {cell: [] for cell in [*cells, "commit"]}
-                for cell in runs:  # warm-up: connections, caches, the app's first renders
-                    run(cell, WARM_UP_SECONDS)
-                for _ in range(rounds):
-                    for cell, results in runs.items():
-                        results.append(run(cell, seconds))
-            finally:
-                for proxy in proxies.values():
-                    proxy.server.stop()
-            stored = {setting: (count_rows(url), posts[setting]) for setting, url in urls.items()}
-    finally:
-        postgres.close()
-    commits = statistics.median(run["rps"] for run in runs.pop("commit"))
+def measure(instances: int, also: list[int], rounds: int, seconds: int) -> tuple[dict, dict]:
+    """Return the medians by (row, method) and each row's (rows stored, POSTs answered)."""
+    with tempfile.TemporaryDirectory(prefix="form-bench-proxy-") as folder:
+        targets: list[Target] = []
+        try:
+            starts = [
+                lambda f: shipped(f, instances),
+                lambda f: on_gunicorn(f, FLASK, instances),
+                lambda f: on_gunicorn(f, CONTROL, instances),
+                *[
+                    lambda f, count=count: shipped(f, count, f"{SHIPPED}, {count} instances")
+                    for count in also
+                ],
+            ]
+            for start in starts:
+                own = Path(folder) / f"{len(targets)}"  # no spaces: nginx.conf's paths
+                own.mkdir()
+                targets.append(start(own))
+            cells = [(target, method) for target in targets for method in METHODS]
+            for target, method in cells:  # warm-up: connections, caches, the first renders
+                wrk(target, method, WARM_UP_SECONDS)
+            runs = {cell: [] for cell in cells}
+            for _ in range(rounds):
+                for target, method in cells:
+                    runs[target, method].append(wrk(target, method, seconds))
+        finally:
+            for target in targets:
+                target.stop()
+        stored = {target.name: (rows(target.database), target.posts) for target in targets}
     medians = {
-        cell: {
-            "rps": statistics.median(run["rps"] for run in results),
-            "p99_ms": statistics.median(run["p99_ms"] for run in results),
-            "app_us": statistics.median(run["app_us"] for run in results),
-            "nginx_us": statistics.median(run["nginx_us"] for run in results),
-            "postgresql_us": statistics.median(run["postgresql_us"] for run in results),
-            "errors": sum(run["status_errors"] + run["socket_errors"] for run in results),
+        (target.name, method): {
+            key: statistics.median(run[key] for run in results)
+            for key in ("rps", "p99_ms", "app_us", "nginx_us")
         }
-        for cell, results in runs.items()
+        | {"errors": sum(run["status_errors"] + run["socket_errors"] for run in results)}
+        for (target, method), results in runs.items()
     }
-    return medians, commits, stored
+    return medians, stored
 
 
-def verdicts(results: dict, count: int, commits: float) -> list[str]:
-    """Return what N instances bought over one, against the floors, and what bounds SQLite."""
-    lines = []
-    for database in DATABASES:
-        for method in METHODS:
-            ratio = results[database, count, method]["rps"] / results[database, 1, method]["rps"]
-            line = f"- {method} on {database}: {count} instances ÷ 1 = {ratio:.2f}"
-            if (method, database) in FLOORS:
-                least = FLOORS[method, database]
-                line += f" (at least {least}: {'met' if ratio >= least else 'MISSED'})"
-            else:
-                rate = results[database, count, method]["rps"]
-                line += (
-                    " (no floor: SQLite lets one writer in at a time; one instance's threads "
-                    "queue for it in turn, but instances take turns by SQLite's own polling, "
-                    "which sleeps 1 to 100 ms between tries; and each commit waits for its "
-                    f"fsync: {commits:.0f} durable commits a second one at a time in its folder, "
-                    f"of which these stored POSTs are {rate / commits:.2f})"
-                )
-            lines.append(line)
-    return lines
+def report(args, measured_on: str, results: dict, stored: dict) -> str:
+    """Return the report: how it was run, the rows, the ratios against the targets."""
+    command = " ".join(["python bench/proxy.py", *sys.argv[1:]])
+    lines = [f"Measured {measured_on}; load average {load_average()} at the end. `{command}`."]
+    lines.append("")
+    lines.append(
+        f"Through the same nginx site (HTTPS, keep-alive), {CONNECTIONS} connections, "
+        f"{args.rounds} interleaved rounds of {args.seconds} s after a {WARM_UP_SECONDS} s "
+        f"warm-up each, medians; each POST stored as a new row in SQLite. {SHIPPED}: "
+        f"{args.instances} Waitress instances; {FLASK} and {CONTROL}: "
+        f"`gunicorn --workers {args.instances} --worker-class gthread --threads 4`."
+    )
+    lines.append("")
+    header = ["server", "method", "req/s", "p99 ms", "app CPU µs/req", "nginx CPU µs/req"]
+    header += ["4xx, 5xx + socket errors"]
+    body = [
+        [name, method, f"{r['rps']:.0f}", f"{r['p99_ms']:.1f}", f"{r['app_us']:.0f}"]
+        + [f"{r['nginx_us']:.0f}", r["errors"]]
+        for (name, method), r in results.items()
+    ]
+    lines += table(body, header)
+    lines.append("")
+    body = []
+    for (other, method), least in TARGETS.items():
+        ratio = results[SHIPPED, method]["rps"] / results[other, method]["rps"]
+        cpu = total_cpu(results[other, method]) / total_cpu(results[SHIPPED, method])
+        body.append([f"{SHIPPED} ÷ {other}", method, f"{ratio:.2f}", f"{cpu:.2f}"])
+        body[-1] += [f">= {least}", "met" if ratio >= least else "MISSED"]
+    header = ["ratio", "method", "req/s", "CPU/req, other's ÷ shipped's", "target", "verdict"]
+    lines += table(body, header)
+    lines.append("")
+    kept = [
+        f"{name} {rows} rows for {posts} POSTs answered" for name, (rows, posts) in stored.items()
+    ]
+    lines.append(f"Stored: {'; '.join(kept)}.")
+    return "\n".join(lines) + "\n"
+
+
+def total_cpu(result: dict) -> float:
+    return result["app_us"] + result["nginx_us"]
 
 
 def main():
-    """Measure, then print the table and whether N instances met the floors."""
+    """Measure, print the report (and write it into --output), fail on a lost row or an error."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--instances", type=int, default=os.cpu_count(), help="N")
+    parser.add_argument("--also", type=int, nargs="*", default=[], help="more shipped rows")
     parser.add_argument("--seconds", type=int, default=5, help="length of each run")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds, medians taken")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds, medians taken")
+    parser.add_argument("--output", type=Path, help="the Markdown file to write the report into")
     args = parser.parse_args()
     if subprocess.run(["sh", "-c", "command -v wrk"], capture_output=True).returncode:
         sys.exit("wrk is not installed: run `apt-get install -y wrk`")
-    counts = sorted({1, args.instances})
+    run_proxy.program("nginx")  # or stop, saying how to install it
     measured_on = machine()
-    results, commits, stored = measure(counts, args.rounds, args.seconds)
-    rows = []
-    for (database, count, method), result in results.items():
-        one = results[database, 1, method]
-        rows.append([database, count, method, f"{result['rps']:.0f}"])
-        rows[-1] += [f"{result['rps'] / one['rps']:.2f}", f"{result['p99_ms']:.2f}"]
-        rows[-1] += [f"{result[part]:.0f}" for part in ("app_us", "nginx_us", "postgresql_us")]
-        rows[-1] += [result["errors"]]
-    header = ["database", "instances", "method", "req/s", "÷ 1 instance", "p99 ms"]
-    header += ["app CPU µs/req", "nginx CPU µs/req", "PostgreSQL CPU µs/req"]
-    header += ["4xx, 5xx + socket errors"]
-    print(f"Measured {measured_on}; load average {os.getloadavg()[0]:.2f} at the end.\n")
-    print(f"`{' '.join(sys.argv[1:]) or 'defaults'}`: through nginx (HTTPS, keep-alive),")
-    print(f"{args.rounds} interleaved rounds of {args.seconds}s at {CONNECTIONS} connections")
-    print(f"after a {WARM_UP_SECONDS} s warm-up, medians; each POST stored as a new row.\n")
-    print("\n".join(table(rows, header)))
-    print()
-    print(
-        "Stored: "
-        + "; ".join(
-            f"{database} {count} instance(s) {kept} rows for {posts} POSTs answered"
-            for (database, count), (kept, posts) in stored.items()
-        )
-        + "."
-    )
-    if args.instances > 1:
-        print()
-        print("\n".join(verdicts(results, args.instances, commits)))
+    results, stored = measure(args.instances, args.also, args.rounds, args.seconds)
+    text = report(args, measured_on, results, stored)
+    print(text, end="")
+    if args.output:
+        record(args.output, text.removesuffix("\n"), MARK_START, MARK_END)
     if any(kept < posts for kept, posts in stored.values()):
         sys.exit("fewer rows stored than POSTs answered: see above")
+    if any(result["errors"] for result in results.values()):
+        sys.exit("4xx, 5xx or socket errors: see above")
 
 
 if __name__ == "__main__":
