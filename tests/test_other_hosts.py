@@ -90,10 +90,10 @@ proxy = http.client.HTTPSConnection(edge, int(proxy_port), timeout=10, context=t
 ask(proxy, "form", "GET", "/")
 form = {"Content-Type": "application/x-www-form-urlencoded", "Origin": f"https://{host}"}
 ask(proxy, "submitted", "POST", "/", body, form)
-ask(proxy, "submitted again", "POST", "/", body, form)  # round robin: to the other instance
+ask(proxy, "submitted again", "POST", "/", body, form)  # one at a time: each in turn
 ask(proxy, "saved", "GET", got["submitted"][2] or "/no-location")
 forged = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "http"}
-for n in range(4):  # round robin: two for each instance
+for n in range(4):  # least_conn with none in progress goes round: two for each instance
     ask(proxy, f"through-{n}", "GET", f"/seen-through-nginx-{n}", None, forged)
 straight = http.client.HTTPConnection(instance, int(app_port), timeout=10)
 forged = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}

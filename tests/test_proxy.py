@@ -300,9 +300,9 @@ def test_nginx_takes_a_hung_instance_out_of_the_rotation_after_one_timeout(tmp_p
         try:
             assert run_proxy.until_listening(nginx, port, threading.Event())
             proxy = Proxy(port, tmp_path)
-            # nginx's round robin sends one of the first two to the hung instance: that GET
-            # waits for proxy_read_timeout there, then gets its answer from the other, before
-            # the client gives up.
+            # nginx sends one of the first two to the hung instance (least_conn, with none in
+            # progress, goes round as round-robin does): that GET waits for proxy_read_timeout
+            # there, then gets its answer from the other, before the client gives up.
             gets = [request(proxy, "GET", "/healthz", timeout=10).status for _ in range(2)]
             # Then the hung one is out of the rotation (fail_timeout): a POST sent there would
             # wait as long, and get a 504, since nginx does not send a POST twice.
