@@ -434,11 +434,13 @@ class SQLite(Database):
         """Store a submission as Database.save does, in one transaction with the other saves
         that this process's threads queued meanwhile: one commit, and one wait for the disk,
         for all of them (group commit). While a commit runs, the saves that come queue; the
-        first of them to get the writer writes them all, and tells each its outcome."""
-        mine = Pending(token, values)
+        first of them to get the writer writes them all, and tells each how it went. Each save
+        waits self.timeout at most, as a transaction does: a batch's wait for SQLite's lock ends
+        at the earliest of its saves' deadlines."""
+        mine = Pending(token, values, time.monotonic() + self.timeout)
         with self.queue_lock:
             self.queue.append(mine)
-        if self.writer.acquire(timeout=self.timeout):
+        if self.writer.acquire(timeout=max(mine.deadline - time.monotonic(), 0)):
             try:
                 if not mine.done.is_set():  # else a writer before this one took it
                     self.write_queued()
@@ -449,9 +451,10 @@ class SQLite(Database):
                 if mine in self.queue:  # no writer took it: none ever will
                     self.queue.remove(mine)
                     raise Unavailable(f"SQLite {self.path}: no turn to write in {self.timeout} s")
-        # Taken by a writer, whose transaction is bounded as any is; its fsync is not.
-        if not mine.done.wait(self.timeout):
-            raise Unavailable(f"SQLite {self.path}: the commit took over {self.timeout} s")
+        # Taken by a writer, which may still be committing it: past the deadline the answer is
+        # 503 with the values kept, and the same form sent again is stored once (its token).
+        if not mine.done.wait(max(mine.deadline - time.monotonic(), 0)):
+            raise Unavailable(f"SQLite {self.path}: not committed in {self.timeout} s")
         if mine.error is not None:
             raise Unavailable(mine.error)
         return mine.saved
@@ -461,9 +464,12 @@ class SQLite(Database):
         with self.queue_lock:
             batch, self.queue = self.queue, []
         try:
-            with self.transaction(lock=False, write=True) as cursor:
+            deadline = min(each.deadline for each in batch)
+            with self.transaction(lock=False, write=True, deadline=deadline) as cursor:
                 for each in batch:
                     each.saved = self.insert(cursor, each.token, each.values)
+            for each in batch:
+                each.error = None
         except Exception as error:  # its text only: its traceback would keep the cursor open
             for each in batch:
                 each.error = str(error)
@@ -472,11 +478,14 @@ class SQLite(Database):
                 each.done.set()
 
     @contextmanager
-    def transaction(self, lock: bool = True, check: bool = True, write: bool = False):
+    def transaction(
+        self, lock: bool = True, check: bool = True, write: bool = False, deadline: float = 0
+    ):
         """Run a transaction on this thread's connection; when lock (taking this process's
         writer), or write (its writer already held), IMMEDIATE takes SQLite's write lock at
-        once, so that it cannot fail half-way on a lock. It waits self.timeout at most."""
-        deadline = time.monotonic() + self.timeout
+        once, so that it cannot fail half-way on a lock. It waits self.timeout at most, or
+        until the deadline if one is given."""
+        deadline = deadline or time.monotonic() + self.timeout
         if lock and not self.writer.acquire(timeout=self.timeout):
             raise Unavailable(f"SQLite {self.path}: no turn to write in {self.timeout} s")
         try:
@@ -565,11 +574,11 @@ class SQLite(Database):
 class Pending:
     """A save queued for SQLite's writer (SQLite.save): its values, then how it went."""
 
-    def __init__(self, token: str, values: dict):
-        self.token, self.values = token, values
+    def __init__(self, token: str, values: dict, deadline: float):
+        self.token, self.values, self.deadline = token, values, deadline
         self.done = threading.Event()  # set once its transaction is over, committed or not
         self.saved = False  # what Database.save returns, once committed
-        self.error: str | None = None  # what stopped its transaction
+        self.error: str | None = "its writer stopped"  # None once committed
 
 
 def file_id(path: Path) -> tuple[int, int] | None:

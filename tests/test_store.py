@@ -710,3 +710,29 @@ def test_sqlite_a_save_that_gets_no_turn_answers_unavailable_and_is_never_stored
         assert sqlite_db.queue == []  # taken out: no later writer stores it
     assert sqlite_db.save(secrets.token_urlsafe(16), VALUES) is True
     assert sqlite_db.find(token) is None and sqlite_db.count() == 1
+
+
+def test_sqlite_a_save_waits_no_longer_than_its_timeout_for_the_writer_and_the_lock(
+    sqlite_db, tmp_path
+):
+    sqlite_db.timeout = 1.0
+    tokens = [secrets.token_urlsafe(16) for _ in range(2)]
+    with closing(sqlite3.connect(tmp_path / "form.sqlite3", isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")  # another process's writer, holding SQLite's lock
+        started = time.monotonic()
+        with sqlite_db.writer:  # and a commit of this process's own, 0.8 s of the first's 1 s
+            [first] = queued_saves(sqlite_db, tokens[:1], [VALUES])
+            time.sleep(0.4)
+            pool = ThreadPoolExecutor(1)
+            second = pool.submit(sqlite_db.save, tokens[1], VALUES)  # its deadline 0.4 s later
+            wait_until(lambda: len(sqlite_db.queue) == 2, timeout=10)
+            time.sleep(0.4)
+        # One batch: its wait for SQLite's lock ends at the first one's deadline, not later.
+        for future in (first, second):
+            with pytest.raises(store.Unavailable, match="locked"):
+                future.result(timeout=10)
+        waited = time.monotonic() - started
+        other.execute("ROLLBACK")
+        pool.shutdown()
+    assert 1.0 <= waited < 1.3
+    assert sqlite_db.count() == 0
