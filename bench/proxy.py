@@ -180,7 +180,9 @@ def measure(instances: int, also: list[int], rounds: int, seconds: int) -> tuple
                 lambda f: on_gunicorn(f, FLASK, instances),
                 lambda f: on_gunicorn(f, CONTROL, instances),
                 *[
-                    lambda f, count=count: shipped(f, count, f"{SHIPPED}, {count} instances")
+                    lambda f, count=count: shipped(
+                        f, count, f"{SHIPPED}, {count} instance{'s' * (count > 1)}"
+                    )
                     for count in also
                 ],
             ]

@@ -112,7 +112,7 @@ def test_a_short_proxy_run_compares_the_shipped_shape_with_flask_and_the_app_on_
     assert output.read_text() == (
         "before\n" + PROXY_BLOCK.format(text.removesuffix("\n")) + "\nafter\n"
     )
-    servers = ["shipped", "flask", "app on gunicorn", "shipped, 1 instances"]  # issue 26's rows
+    servers = ["shipped", "flask", "app on gunicorn", "shipped, 1 instance"]  # issue 26's rows
     rows = {(row["server"], row["method"]): row for row in rows_of(text, "server")}
     assert set(rows) == {(server, method) for server in servers for method in METHODS}, text
     for row in rows.values():
