@@ -736,3 +736,20 @@ def test_sqlite_a_save_waits_no_longer_than_its_timeout_for_the_writer_and_the_l
         pool.shutdown()
     assert 1.0 <= waited < 1.3
     assert sqlite_db.count() == 0
+
+
+def test_sqlite_the_connection_keeps_its_busy_timeout_after_waiting_for_the_write_lock(
+    sqlite_db, tmp_path
+):
+    """begin_writing asks for the lock itself, every LOCK_POLL, with SQLite's own wait off; the
+    connection's other statements (reads during a checkpoint or a recovery) still wait."""
+    sqlite_db.timeout = 0.1
+    sqlite_db.save(secrets.token_urlsafe(16), VALUES)
+    with closing(sqlite3.connect(tmp_path / "form.sqlite3", isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(store.Unavailable, match="locked"):
+            sqlite_db.save(secrets.token_urlsafe(16), VALUES)
+        other.execute("ROLLBACK")
+    sqlite_db.save(secrets.token_urlsafe(16), VALUES)
+    busy_timeout = sqlite_db.local.connection.execute("PRAGMA busy_timeout").fetchone()[0]
+    assert busy_timeout == store.LOCK_TRY * 1000 > 0
