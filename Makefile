@@ -122,9 +122,9 @@ bench: $(VENV)/.dev
 # The shipped shape per machine against the stack a user would pick instead: N Waitress
 # instances behind the shipped nginx, the same form in Flask on gunicorn (N gthread workers x 4
 # threads) and the app on that gunicorn, behind the same nginx site; GET and stored POST
-# (bench/proxy.py). N is the number of CPUs, or `make bench-proxy INSTANCES=4`; `ALSO="1 4"`
-# adds shipped rows with other numbers of instances. Rewrites its table in docs/benchmark.md.
-# Needs wrk and nginx; about 4 minutes.
+# (bench/proxy.py). N is the number of CPUs, or `make bench-proxy INSTANCES=4`; shipped rows
+# with 1 and 2N instances follow, or those `ALSO="1 3"` names. Rewrites its table in
+# docs/benchmark.md. Needs wrk and nginx; about 5 minutes.
 bench-proxy: $(VENV)/.dev
 	@command -v wrk >/dev/null || { echo "make bench-proxy needs wrk: apt-get install -y wrk"; exit 1; }
 	$(BIN)/python bench/proxy.py --output docs/benchmark.md $(if $(INSTANCES),--instances $(INSTANCES)) $(if $(ALSO),--also $(ALSO))
