@@ -435,8 +435,9 @@ class SQLite(Database):
         that this process's threads queued meanwhile: one commit, and one wait for the disk,
         for all of them (group commit). While a commit runs, the saves that come queue; the
         first of them to get the writer writes them all, and tells each how it went. Each save
-        waits self.timeout at most, as a transaction does: a batch's wait for SQLite's lock ends
-        at the earliest of its saves' deadlines."""
+        waits self.timeout at most for the writer and SQLite's lock, as a transaction does: a
+        batch's wait for the lock ends at the earliest of its saves' deadlines; then its commit
+        (the disk's sync) is waited for, as any commit is."""
         mine = Pending(token, values, time.monotonic() + self.timeout)
         with self.queue_lock:
             self.queue.append(mine)
@@ -451,10 +452,10 @@ class SQLite(Database):
                 if mine in self.queue:  # no writer took it: none ever will
                     self.queue.remove(mine)
                     raise Unavailable(f"SQLite {self.path}: no turn to write in {self.timeout} s")
-        # Taken by a writer, which may still be committing it: past the deadline the answer is
-        # 503 with the values kept, and the same form sent again is stored once (its token).
-        if not mine.done.wait(max(mine.deadline - time.monotonic(), 0)):
-            raise Unavailable(f"SQLite {self.path}: not committed in {self.timeout} s")
+        # Taken by a writer: its wait for SQLite's lock ended by this save's deadline at the
+        # latest, and it may be committing it now. Its outcome is this save's, as a thread's
+        # own commit would be: a 503 must mean that nothing was stored.
+        mine.done.wait()
         if mine.error is not None:
             raise Unavailable(mine.error)
         return mine.saved
@@ -463,6 +464,13 @@ class SQLite(Database):
         """Write every queued save in one transaction, holding the writer; tell each how it went."""
         with self.queue_lock:
             batch, self.queue = self.queue, []
+        now = time.monotonic()
+        for late in [each for each in batch if each.deadline <= now]:  # its 503 is due
+            late.error = f"SQLite {self.path}: no turn to write in {self.timeout} s"
+            late.done.set()
+            batch.remove(late)
+        if not batch:
+            return
         try:
             deadline = min(each.deadline for each in batch)
             with self.transaction(lock=False, write=True, deadline=deadline) as cursor:
