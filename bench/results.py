@@ -3,7 +3,7 @@ SQLite and on PostgreSQL: how long GET /results takes, how many rows a second GE
 streams, and the server's memory meanwhile.
 
 For each database, a fresh one (an SQLite file in a temporary folder, or a database on a
-PostgreSQL server the bench starts, as bench/proxy.py does), migrated, then filled with
+PostgreSQL server the bench starts, as the tests start theirs), migrated, then filled with
 bench/submissions.py's realistic rows (PostgreSQL's then vacuumed and analyzed, as autovacuum
 leaves it within a minute). The app is served by the Procfile's command line on CPU 0,
 as bench/bench.py serves it, with the owner's password set. Every request comes from loopback,
@@ -30,9 +30,10 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
+import store
 from bench.bench import load_average, record, serve, table, where
-from bench.proxy import count_rows, migrated, start_postgres
-from deploy.servers import Server, descendants
+from bench.proxy import migrated
+from deploy.servers import ROOT, Server, descendants
 
 # Issue 25: /results within half a second, the export at least 50,000 rows a second; each
 # judged on the slowest of the runs.
@@ -40,6 +41,26 @@ MOST_MS, LEAST_ROWS_PER_S = 500, 50_000
 USER, PASSWORD = "owner", "bench"  # this run's owner, set on the server it starts
 MARK_START, MARK_END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
 CHUNK = 64 * 1024  # bytes read from the export at a time: the client's memory stays flat too
+
+
+def start_postgres():
+    """Start a PostgreSQL server of the bench's own, as the tests start theirs: initdb in a
+    temporary folder, the `postgres` user when run as root, loopback TCP."""
+    sys.path.insert(1, str(ROOT / "tests"))
+    import databases  # tests/databases.py
+
+    if databases.postgres_programs() is None:
+        sys.exit("PostgreSQL is not installed: run `apt-get install -y postgresql`")
+    return databases.Postgres()
+
+
+def count_rows(url: str) -> int:
+    """Return how many submissions a database holds."""
+    database = store.connect(url, threads=1)
+    try:
+        return database.count()
+    finally:
+        database.close()
 
 
 def get(server: Server, path: str) -> tuple[int, int, float]:
