@@ -444,7 +444,8 @@ def main() -> int:
     count = instance_count()
     folder = Path(os.environ.get("RUN_DIR", ROOT / ".run" / "proxy")).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    instances = Instances(servers.free_ports(count))
+    # Not nginx's ports: nothing listens there yet (CI once saw an instance take PORT).
+    instances = Instances(servers.free_ports(count, taken=frozenset({port, http_port})))
     addresses = [f"127.0.0.1:{app_port}" for app_port in instances.ports]
     config = write_config(folder, port, addresses, http_port)
     children: dict[str, servers.Server] = {}

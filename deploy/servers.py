@@ -37,11 +37,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Return `count` different ports on `host` that nothing listens on."""
+def free_ports(
+    count: int, host: str = "127.0.0.1", taken: frozenset[int] = frozenset()
+) -> list[int]:
+    """Return `count` different ports on `host` that nothing listens on, none of those `taken`
+    (chosen already, not yet listened on)."""
     ports: list[int] = []
     while len(ports) < count:
-        if (port := free_port(host)) not in ports:
+        if (port := free_port(host)) not in ports and port not in taken:
             ports.append(port)
     return ports
 

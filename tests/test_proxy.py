@@ -35,6 +35,7 @@ from helpers import (
 )
 
 import app
+import deploy.servers
 import guards
 import shutdown
 from deploy import error_pages, run_proxy
@@ -513,3 +514,11 @@ def test_run_proxy_answers_while_nobody_reads_its_output(tmp_path):
         assert request(proxy, "GET", "/healthz").body == b"ok\n"
     finally:
         assert stop_unread(process, read_end) == 0
+
+
+def test_run_proxys_instances_never_take_the_ports_chosen_for_nginx(monkeypatch):
+    """Nothing listens on nginx's ports until nginx starts, after the instances: a free port
+    found for an instance may be one of them (CI once saw it)."""
+    found = iter([8001, 8001, 8443, 8002])
+    monkeypatch.setattr(deploy.servers, "free_port", lambda host="127.0.0.1": next(found))
+    assert deploy.servers.free_ports(2, taken=frozenset({8443, 8880})) == [8001, 8002]
