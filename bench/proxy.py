@@ -24,12 +24,10 @@ import argparse
 import json
 import os
 import shlex
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
-from contextlib import closing
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +37,7 @@ sys.path[:1] = [str(ROOT)]
 import store  # noqa: E402
 from bench.bench import (  # noqa: E402
     WRK_SCRIPT,
+    count_rows,
     cpu_ns,
     form_body,
     load_average,
@@ -68,9 +67,10 @@ MARK_START, MARK_END = "<!-- bench:proxy:start -->", "<!-- bench:proxy:end -->"
 class Target:
     """A server behind nginx: where wrk sends, the processes whose CPU counts, its database."""
 
-    def __init__(self, name: str, url: str, roots: list[int], database: Path, stop):
+    def __init__(self, name: str, url: str, roots: list[int], database: Path, stop, runner=None):
         self.name, self.url, self.database, self.stop = name, url, database, stop
-        self.roots = roots  # these processes and all they started, but for a runner (below)
+        self.roots = roots  # these processes and all they started count
+        self.runner = runner  # but for run_proxy.py, which only watches its children
         self.posts = 0  # POSTs answered, against the rows stored
 
     def cpu_ns(self) -> dict[str, int]:
@@ -78,10 +78,11 @@ class Target:
         used = {"nginx": 0, "app": 0}
         for root in self.roots:
             for pid in [root, *servers.descendants(root)]:
+                if pid == self.runner:
+                    continue
                 try:
                     name = Path(f"/proc/{pid}/comm").read_text().strip()
-                    if name != "python":  # run_proxy.py, which only watches its children
-                        used["nginx" if name == "nginx" else "app"] += cpu_ns(pid)
+                    used["nginx" if name == "nginx" else "app"] += cpu_ns(pid)
                 except (FileNotFoundError, ProcessLookupError):
                     continue  # it ended while we looked
         return used
@@ -93,13 +94,8 @@ def shipped(folder: Path, instances: int, name: str = SHIPPED) -> Target:
     url = migrated(f"sqlite:///{database}")
     environ = {"WEB_CONCURRENCY": str(instances), "DATABASE_URL": url}
     proxy = servers.start_proxy(folder, environ=environ)
-    return Target(
-        name,
-        proxy.url,
-        [proxy.server.process.pid],
-        database,
-        proxy.server.stop,
-    )
+    runner = proxy.server.process.pid
+    return Target(name, proxy.url, [runner], database, proxy.server.stop, runner)
 
 
 def on_gunicorn(folder: Path, name: str, workers: int) -> Target:
@@ -149,12 +145,6 @@ def migrated(url: str) -> str:
     return url
 
 
-def rows(database: Path) -> int:
-    """Return how many submissions an SQLite file holds (the Flask peer's table has the name)."""
-    with closing(sqlite3.connect(database)) as connection:
-        return connection.execute("SELECT count(*) FROM submission").fetchone()[0]
-
-
 def wrk(target: Target, method: str, seconds: int) -> dict:
     """Load a target through nginx with wrk; return its results and the CPU per request (µs)."""
     command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "5s"]
@@ -201,7 +191,7 @@ def measure(instances: int, also: list[int], rounds: int, seconds: int) -> tuple
         finally:
             for target in targets:
                 target.stop()
-        stored = {target.name: (rows(target.database), target.posts) for target in targets}
+        stored = {target.name: (count_rows(target.database), target.posts) for target in targets}
     medians = {
         (target.name, method): {
             key: statistics.median(run[key] for run in results)
