@@ -451,7 +451,7 @@ class SQLite(Database):
             with self.queue_lock:
                 if mine in self.queue:  # no writer took it: none ever will
                     self.queue.remove(mine)
-                    raise Unavailable(f"SQLite {self.path}: no turn to write in {self.timeout} s")
+                    raise Unavailable(self.no_turn())
         # Taken by a writer: its wait for SQLite's lock ended by this save's deadline at the
         # latest, and it may be committing it now. Its outcome is this save's, as a thread's
         # own commit would be: a 503 must mean that nothing was stored.
@@ -466,7 +466,7 @@ class SQLite(Database):
             batch, self.queue = self.queue, []
         now = time.monotonic()
         for late in [each for each in batch if each.deadline <= now]:  # its 503 is due
-            late.error = f"SQLite {self.path}: no turn to write in {self.timeout} s"
+            late.error = self.no_turn()
             late.done.set()
             batch.remove(late)
         if not batch:
@@ -485,6 +485,10 @@ class SQLite(Database):
             for each in batch:
                 each.done.set()
 
+    def no_turn(self) -> str:
+        """What a save or a transaction that got no turn to write in time says."""
+        return f"SQLite {self.path}: no turn to write in {self.timeout} s"
+
     @contextmanager
     def transaction(
         self, lock: bool = True, check: bool = True, write: bool = False, deadline: float = 0
@@ -495,7 +499,7 @@ class SQLite(Database):
         until the deadline if one is given."""
         deadline = deadline or time.monotonic() + self.timeout
         if lock and not self.writer.acquire(timeout=self.timeout):
-            raise Unavailable(f"SQLite {self.path}: no turn to write in {self.timeout} s")
+            raise Unavailable(self.no_turn())
         try:
             connection = getattr(self.local, "connection", None)
             if connection is not None and self.local.file != file_id(self.path):
